@@ -1,0 +1,21 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test doctor clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+
+demo: install
+	$(PY) -m harness demo
+
+test: install
+	$(PY) -m pytest -q
+
+doctor: install
+	$(PY) -m mlx_diar doctor
+
+clean:
+	rm -rf $(VENV) reports/*/

@@ -1,0 +1,20 @@
+"""Project-wide pytest setup: the `--benchmark` flag and session-shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # pytest-benchmark has no `--benchmark` of its own; benchmarks run only with it.
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="also run speed/memory benchmarks (tests using the `benchmark` fixture)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--benchmark"):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark`")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""Harness: compares mlx_diar against pyannote.audio and writes reports."""

@@ -1,0 +1,41 @@
+"""Diarization scoring with pyannote.metrics: DER and JER, collar 0, overlap counted, explicit UEM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def uem_for(duration: float):
+    """The whole file as the scored region."""
+    from pyannote.core import Segment, Timeline
+
+    return Timeline([Segment(0.0, duration)])
+
+
+def load_rttm(path: str | Path) -> dict[str, Any]:
+    """{uri: Annotation} from an RTTM file."""
+    from pyannote.database.util import load_rttm as _load
+
+    return _load(str(path))
+
+
+def score(reference, hypothesis, uem) -> dict[str, float]:
+    """DER (with its components) and JER of `hypothesis` against `reference` on `uem`.
+
+    Optimal speaker mapping, collar 0, overlapping speech scored (skip_overlap=False).
+    """
+    from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+    der = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    details = der(reference, hypothesis, uem=uem, detailed=True)
+    jer = JaccardErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis, uem=uem)
+    total = details["total"]
+    return {
+        "der": float(details["diarization error rate"]),
+        "jer": float(jer),
+        "missed": float(details["missed detection"] / total) if total else 0.0,
+        "false_alarm": float(details["false alarm"] / total) if total else 0.0,
+        "confusion": float(details["confusion"] / total) if total else 0.0,
+        "scored_seconds": float(total),
+    }

@@ -1,0 +1,21 @@
+"""Parity targets of shared/ARCHITECTURE.md §5, written once: tests and `compare --check` read them here."""
+
+from __future__ import annotations
+
+# float32, real or seeded weights
+SEGMENTATION_MAX_ABS_ERR_F32 = 1e-4  # log-probabilities (powerset) or probabilities (multilabel)
+SEGMENTATION_ARGMAX_AGREEMENT_F32 = 1.0  # fraction of frames
+LAYER_REL_L2_F32 = 1e-4  # every named layer, relative L2 error
+EMBEDDING_COSINE_F32 = 0.99999
+PIPELINE_DER_F32 = 0.0  # MLX scored against pyannote's own output
+
+# float16 / bfloat16
+SEGMENTATION_FRAME_AGREEMENT_HALF = 0.99
+EMBEDDING_COSINE_HALF = 0.999
+PIPELINE_DER_HALF = 0.005  # 0.5 point
+
+# quantized
+PIPELINE_DER_INT8 = 0.01  # 1 point
+
+# clustering from the real community-1 fixture (speakrs)
+VBX_ATOL = 1e-9

@@ -1,0 +1,72 @@
+"""Make MLX's CPU backend use an optimised BLAS on Linux, and report which BLAS is active.
+
+`mlx[cpu]` on Linux bundles a reference BLAS (~40x slower than OpenBLAS for matmul).
+Loading OpenBLAS with RTLD_GLOBAL *before* MLX is imported makes MLX resolve its
+`cblas_*` symbols to OpenBLAS. This module must therefore be imported before `mlx`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_CANDIDATES = ("libopenblas.so.0", "libopenblas.so", "libopenblasp-r0.so")
+_LOADED: str | None = None
+
+
+def preload_blas() -> str | None:
+    """Load an optimised BLAS globally (Linux only); returns the library loaded, if any.
+
+    Set ``MLX_DIAR_NO_BLAS_PRELOAD=1`` to keep MLX's bundled BLAS (for comparisons).
+    """
+    global _LOADED
+    if _LOADED or not sys.platform.startswith("linux") or os.environ.get("MLX_DIAR_NO_BLAS_PRELOAD"):
+        return _LOADED
+    if "mlx.core" in sys.modules:
+        return None  # too late: MLX has already bound its BLAS
+    names = list(_CANDIDATES)
+    found = ctypes.util.find_library("openblas")
+    if found:
+        names.append(found)
+    for name in names:
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        _LOADED = name
+        return name
+    return None
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def active_blas() -> str:
+    """Name the library that provides ``cblas_sgemm`` to MLX in this process."""
+    if sys.platform == "darwin":
+        return "Accelerate (macOS)"
+    import mlx.core  # noqa: F401  (MLX must be loaded to know what it bound)
+
+    try:
+        fn = ctypes.CDLL(None).cblas_sgemm  # global scope: what MLX resolves first
+    except AttributeError:
+        fn = None
+    if fn is None:
+        for line in open("/proc/self/maps"):
+            path = line.split()[-1]
+            if "mlx" in path and "blas" in os.path.basename(path):
+                return f"bundled reference BLAS ({path}); install libopenblas0-pthread"
+        return "unknown"
+    info = _DlInfo()
+    libdl = ctypes.CDLL(ctypes.util.find_library("dl") or None)
+    if libdl.dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)):
+        return os.path.realpath(info.dli_fname.decode())
+    return "unknown"

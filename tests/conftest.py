@@ -1,0 +1,53 @@
+"""Shared fixtures: the offline fixture pipeline, the bundled sample, one loaded pyannote pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach Hugging Face
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def fixture_root() -> Path:
+    from harness.fixtures import fixture_dir
+
+    return fixture_dir()
+
+
+@pytest.fixture(scope="session")
+def sample() -> tuple[np.ndarray, Path]:
+    """pyannote's bundled 30 s recording (16 kHz mono float32) and its RTTM path."""
+    from harness.fixtures import sample_audio
+    from mlx_diar.audio import load_audio
+
+    wav, rttm = sample_audio()
+    return load_audio(wav), rttm
+
+
+@pytest.fixture(scope="session")
+def reference_pipeline(fixture_root: Path):
+    """pyannote's SpeakerDiarization on the fixture pipeline, loaded once per session (import takes seconds)."""
+    from reference.runner import load_pipeline
+
+    return load_pipeline(fixture_root)
+
+
+@pytest.fixture(scope="session")
+def sample_10s(sample) -> np.ndarray:
+    """The first 10 s of the bundled sample: short enough to run the embedding model in tests."""
+    waveform, _ = sample
+    return waveform[: 10 * 16000]
+
+
+@pytest.fixture(scope="session")
+def reference_run_10s(reference_pipeline, sample_10s):
+    """pyannote's full pipeline on `sample_10s`, every stage recorded (computed once per session)."""
+    from reference.runner import run_reference
+
+    return run_reference(reference_pipeline, sample_10s, uri="sample10", layer_items=2)

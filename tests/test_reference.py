@@ -1,0 +1,90 @@
+"""The reference runner: pyannote.audio's pipeline with every stage recorded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from reference.runner import load_bundle, save_bundle
+
+SEGMENTATION_LAYERS = {
+    "sincnet.wav_norm1d": (1, 160000),
+    "sincnet.conv1d.0": (80, 15975),
+    "sincnet.norm1d.2": (60, 589),
+    "lstm.0": (589, 256),
+    "lstm.3": (589, 256),
+    "lstm": (589, 256),
+    "linear.1": (589, 128),
+    "classifier": (589, 7),
+    "activation": (589, 7),
+}
+EMBEDDING_LAYERS = {
+    "fbank": (998, 80),
+    "resnet.conv1": (32, 80, 998),
+    "resnet.layer1": (32, 80, 998),
+    "resnet.layer4": (256, 10, 125),
+    "resnet.pool": (5120,),
+    "resnet.seg_1": (256,),
+}
+
+
+def test_bundle_holds_named_layers_and_stages(reference_run_10s, tmp_path: Path) -> None:
+    path = save_bundle(reference_run_10s, tmp_path / "b.npz")
+    arrays, meta = load_bundle(path)
+    for name, shape in SEGMENTATION_LAYERS.items():
+        assert arrays[f"layers/segmentation/{name}"].shape[1:] == shape, name
+    for name, shape in EMBEDDING_LAYERS.items():
+        assert arrays[f"layers/embedding/{name}"].shape[1:] == shape, name
+    # the layer inputs are the exact chunks/masks that produced them
+    assert arrays["inputs/segmentation"].shape[1:] == (1, 160000)
+    assert arrays["inputs/embedding_weights"].shape[1:] == (589,)
+    num_chunks = arrays["segmentation"].shape[0]
+    assert arrays["segmentation"].shape == (num_chunks, 589, 3)
+    assert arrays["embeddings"].shape == (num_chunks, 3, 256)
+    assert arrays["hard_clusters"].shape == (num_chunks, 3)
+    assert arrays["speaker_counting"].ndim == 2
+    assert set(meta["timings"]) == {"segmentation", "speaker_counting", "embeddings", "clustering",
+                                    "reconstruction", "total"}
+    assert meta["rttm"] == reference_run_10s.rttm()
+    assert meta["parameters"]["params"]["clustering"]["threshold"] == 0.6
+    assert len(arrays["speaker_embeddings"]) == len(meta["labels"])
+
+
+def test_recorded_lstm_layers_chain_to_the_monolithic_output(reference_run_10s) -> None:
+    arrays = reference_run_10s.arrays
+    np.testing.assert_allclose(arrays["layers/segmentation/lstm.3"], arrays["layers/segmentation/lstm"], atol=1e-6)
+
+
+def test_der_against_sample_rttm_is_finite(reference_run_10s, sample) -> None:
+    from harness.metrics import load_rttm, score, uem_for
+
+    _, rttm = sample
+    reference = next(iter(load_rttm(rttm).values()))
+    result = score(reference, reference_run_10s.diarization, uem_for(10.0))
+    assert np.isfinite(result["der"]) and np.isfinite(result["jer"])
+    assert 0.0 <= result["der"] and result["scored_seconds"] > 0
+    perfect = score(reference, reference, uem_for(10.0))
+    assert perfect["der"] == 0.0
+
+
+def test_cli_writes_rttm(tmp_path: Path, sample_10s, fixture_root: Path) -> None:
+    import soundfile as sf
+
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, sample_10s[5 * 16000 :], 16000)  # speech starts at 6.7 s
+    out = tmp_path / "clip.rttm"
+    subprocess.run([sys.executable, "-m", "reference", "diarize", str(wav), "--checkpoint", str(fixture_root),
+                    "--rttm", str(out), "--no-layers"], check=True, capture_output=True, text=True)
+    lines = out.read_text().splitlines()
+    assert lines and all(line.startswith("SPEAKER clip 1 ") for line in lines)
+
+
+def test_cli_bad_audio_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....not audio")
+    proc = subprocess.run([sys.executable, "-m", "reference", "diarize", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr

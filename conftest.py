@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import mlx_diar  # noqa: F401  (first: loads OpenBLAS before anything imports mlx)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     # pytest-benchmark has no `--benchmark` of its own; benchmarks run only with it.

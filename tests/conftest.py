@@ -51,3 +51,18 @@ def reference_run_10s(reference_pipeline, sample_10s):
     from reference.runner import run_reference
 
     return run_reference(reference_pipeline, sample_10s, uri="sample10", layer_items=2)
+
+
+@pytest.fixture(scope="session")
+def mlx_model_dir(fixture_root: Path, tmp_path_factory) -> Path:
+    """The fixture pipeline converted to a float32 MLX 'full' model (once per session)."""
+    from mlx_diar.convert import convert_pyannote_model
+
+    return convert_pyannote_model(fixture_root, tmp_path_factory.mktemp("mlx") / "full-f32", "full", "float32")
+
+
+@pytest.fixture(scope="session")
+def mlx_pipeline(mlx_model_dir: Path):
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+
+    return SpeakerDiarizationPipeline(model_path=mlx_model_dir, device="cpu")

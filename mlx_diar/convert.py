@@ -1,0 +1,184 @@
+"""Convert pyannote checkpoints (segmentation, embedding, or a whole pipeline) to an MLX model directory.
+
+    python -m mlx_diar.convert --pytorch-path P --mlx-path M --model-type full --dtype float16
+
+P is a Hugging Face id, a local pipeline directory laid out like community-1, or one
+checkpoint file. torch is imported lazily and only to read checkpoints (safely; see
+`mlx_diar.checkpoint`). Output (see `mlx_diar.model_io`): `config.json`,
+`model.safetensors` (or shards + index) and, for `full`, `plda.safetensors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_diar.checkpoint import CheckpointError, read_checkpoint
+from mlx_diar.model_io import (
+    ARCHITECTURES,
+    DEFAULT_SHARD_SIZE,
+    DTYPES,
+    FORMAT_VERSION,
+    PLDA_FILE,
+    save_weights,
+)
+from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
+
+MODEL_TYPES = ("segmentation", "embedding", "full")
+
+
+def _convert_one(path: Path, role: str, fold_bn: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read one checkpoint; return its config.json entry and sanitized float weights (NumPy)."""
+    info = read_checkpoint(path)
+    if info.klass not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unsupported architecture {info.module}.{info.klass} "
+                              f"(supported: {', '.join(ARCHITECTURES)})")
+    arch = ARCHITECTURES[info.klass]
+    if arch.role != role:
+        raise CheckpointError(f"{path}: holds a {arch.role} model ({info.klass}), expected a {role} model")
+    config = arch.config_from_checkpoint(info, fold_bn=fold_bn)
+    weights = arch.model.sanitize(info.state_dict, config)
+    entry = {
+        "class": info.klass,
+        "mirrors": f"{info.module}.{info.klass}",
+        "config": config.to_dict(),
+        "source": {"path": str(path), "sha256": info.sha256, "versions": info.versions},
+    }
+    return entry, weights
+
+
+def _plda_arrays(plda_dir: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name, keys in zip(PLDA_FILES, (("mean1", "mean2", "lda"), ("mu", "tr", "psi"))):
+        path = plda_dir / name
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in keys if k not in data.files]
+                if missing:
+                    raise CheckpointError(f"{path}: missing arrays {missing}")
+                arrays.update({k: np.asarray(data[k], dtype=np.float64) for k in keys})
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read PLDA arrays ({e})") from None
+    return arrays
+
+
+def _versions() -> dict[str, str]:
+    out = {"mlx": mx.__version__}
+    for name in ("torch", "pyannote.audio", "mlx-diar"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def convert_pyannote_model(
+    pytorch_path: str | Path,
+    mlx_path: str | Path,
+    model_type: str = "full",
+    dtype: str = "float32",
+    fold_bn: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    token: str | None = None,
+    pipeline_config: str | None = None,
+) -> Path:
+    """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
+
+    The directory is written to a temporary sibling and moved into place at the end, so
+    a failed conversion leaves any previous `mlx_path` untouched and nothing half-written.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    mlx_path = Path(mlx_path)
+    config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
+                              "quantization": None, "versions": _versions(), "origin": str(pytorch_path)}
+    weights: dict[str, np.ndarray] = {}
+    plda: dict[str, np.ndarray] | None = None
+
+    source = Path(pytorch_path).expanduser()
+    single_file = source.is_file() or (source.is_dir() and not (source / "config.yaml").exists())
+    if single_file:
+        if model_type == "full":
+            raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
+        files = {model_type: resolve_checkpoint(pytorch_path, token=token)}
+    else:
+        resolved = resolve_pipeline(pytorch_path, token=token)
+        if pipeline_config:
+            import yaml
+
+            resolved.config = yaml.safe_load((resolved.root / pipeline_config).read_text())
+        files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
+        files = {k: v for k, v in files.items() if model_type in (k, "full")}
+        if model_type == "full":
+            if resolved.embedding is None or resolved.plda is None:
+                raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
+            plda = _plda_arrays(resolved.plda)
+            config["pipeline"] = {"params": resolved.params, "hyper_parameters": resolved.hyper_parameters}
+            for key in ("segmentation", "embedding", "plda"):
+                config["pipeline"]["params"].pop(key, None)
+
+    for role, path in files.items():
+        entry, model_weights = _convert_one(Path(path), role, fold_bn=fold_bn)
+        config[role] = entry
+        weights.update({f"{role}.{k}": v for k, v in model_weights.items()})
+
+    mlx_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{mlx_path.name}.", dir=mlx_path.parent))
+    work.chmod(0o755)
+    try:
+        save_weights(work, weights, dtype=dtype, shard_size=shard_size)
+        if plda is not None:
+            from safetensors.numpy import save_file
+
+            save_file(plda, str(work / PLDA_FILE))
+            config["plda"] = {"file": PLDA_FILE, "source": str(resolved.plda)}
+        (work / "config.json").write_text(json.dumps(config, indent=2))
+        if mlx_path.exists():
+            old = mlx_path.with_name(f".{mlx_path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            mlx_path.rename(old)
+            work.rename(mlx_path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            work.rename(mlx_path)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return mlx_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlx_diar.convert", description=__doc__.split("\n")[0])
+    parser.add_argument("--pytorch-path", required=True, help="HF id, pipeline directory or checkpoint file")
+    parser.add_argument("--mlx-path", required=True, help="output directory")
+    parser.add_argument("--model-type", choices=MODEL_TYPES, default="full")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the embedding convolutions")
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
+    parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
+    parser.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN / login)")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
+                                     fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
+                                     pipeline_config=args.pipeline_config)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

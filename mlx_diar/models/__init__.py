@@ -1,0 +1,5 @@
+"""MLX models mirroring pyannote.audio's (one module per pyannote model or block)."""
+
+from mlx_diar.models.powerset import Powerset  # utils/powerset.Powerset
+from mlx_diar.models.pyannet import PyanNet, PyanNetConfig  # models/segmentation/PyanNet
+from mlx_diar.models.sincnet import SincNet, sinc_filters  # models/blocks/sincnet.SincNet

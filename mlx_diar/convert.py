@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 from mlx_diar.checkpoint import CheckpointError, read_checkpoint
 from mlx_diar.model_io import (
@@ -29,7 +31,10 @@ from mlx_diar.model_io import (
     DTYPES,
     FORMAT_VERSION,
     PLDA_FILE,
+    build_model,
+    quantizable,
     save_weights,
+    to_mlx_weights,
 )
 from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
@@ -90,6 +95,8 @@ def convert_pyannote_model(
     shard_size: int = DEFAULT_SHARD_SIZE,
     token: str | None = None,
     pipeline_config: str | None = None,
+    quantize: int | None = None,
+    q_group_size: int = 64,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
 
@@ -100,10 +107,11 @@ def convert_pyannote_model(
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    if quantize not in (None, 4, 8):
+        raise ValueError(f"quantize must be 4 or 8 bits, got {quantize!r}")
     mlx_path = Path(mlx_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
-                              "quantization": None, "versions": _versions(), "origin": str(pytorch_path)}
-    weights: dict[str, np.ndarray] = {}
+                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": _versions(), "origin": str(pytorch_path)}
     plda: dict[str, np.ndarray] | None = None
 
     source = Path(pytorch_path).expanduser()
@@ -128,16 +136,23 @@ def convert_pyannote_model(
             for key in ("segmentation", "embedding", "plda"):
                 config["pipeline"]["params"].pop(key, None)
 
+    arrays: dict[str, mx.array] = {}
     for role, path in files.items():
         entry, model_weights = _convert_one(Path(path), role, fold_bn=fold_bn)
         config[role] = entry
-        weights.update({f"{role}.{k}": v for k, v in model_weights.items()})
+        role_arrays = to_mlx_weights(model_weights, dtype)
+        if quantize:
+            model = build_model(entry)
+            model.load_weights(list(role_arrays.items()), strict=True)
+            nn.quantize(model, group_size=q_group_size, bits=quantize, class_predicate=quantizable(q_group_size))
+            role_arrays = dict(tree_flatten(model.parameters()))
+        arrays.update({f"{role}.{k}": v for k, v in role_arrays.items()})
 
     mlx_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{mlx_path.name}.", dir=mlx_path.parent))
     work.chmod(0o755)
     try:
-        save_weights(work, weights, dtype=dtype, shard_size=shard_size)
+        save_weights(work, arrays, dtype=dtype, shard_size=shard_size)
         if plda is not None:
             from safetensors.numpy import save_file
 
@@ -164,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlx-path", required=True, help="output directory")
     parser.add_argument("--model-type", choices=MODEL_TYPES, default="full")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--quantize", type=int, choices=(4, 8), default=None,
+                        help="quantize Linear layers to this many bits (conv/LSTM keep --dtype)")
+    parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64)
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the embedding convolutions")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
     parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
@@ -172,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
-                                     pipeline_config=args.pipeline_config)
+                                     pipeline_config=args.pipeline_config, quantize=args.quantize,
+                                     q_group_size=args.q_group_size)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

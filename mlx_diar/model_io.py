@@ -57,6 +57,25 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+def quantizable(group_size: int) -> Callable[[str, nn.Module], bool]:
+    """`nn.quantize` predicate: Linear layers whose input size the group size divides.
+
+    Only Linear layers are quantized (PyanNet's linear.* and classifier, WeSpeaker's seg_1);
+    convolutions and LSTM weights keep the model dtype.
+    """
+    return lambda _path, module: isinstance(module, nn.Linear) and module.weight.shape[-1] % group_size == 0
+
+
+def build_model(role_config: dict[str, Any], quantization: dict[str, int] | None = None) -> nn.Module:
+    """An (unloaded) MLX model from its config.json entry, quantized as the config says."""
+    arch = ARCHITECTURES[role_config["class"]]
+    model = arch.model(arch.config_class.from_dict(role_config["config"]))
+    if quantization:
+        nn.quantize(model, group_size=quantization["group_size"], bits=quantization["bits"],
+                    class_predicate=quantizable(quantization["group_size"]))
+    return model
+
+
 def _to_mx(array: np.ndarray, dtype: str) -> mx.array:
     """NumPy -> MLX in `dtype`; bfloat16 goes through a float32 mx.array (NumPy has no bfloat16)."""
     if not np.issubdtype(array.dtype, np.floating):
@@ -64,9 +83,13 @@ def _to_mx(array: np.ndarray, dtype: str) -> mx.array:
     return mx.array(np.asarray(array, dtype=np.float32)).astype(DTYPES[dtype])
 
 
-def save_weights(directory: Path, weights: dict[str, np.ndarray], dtype: str, shard_size: int) -> list[str]:
-    """Write `weights` as one safetensors file, or as shards of at most `shard_size` bytes plus an index."""
-    arrays = {name: _to_mx(value, dtype) for name, value in sorted(weights.items())}
+def to_mlx_weights(weights: dict[str, np.ndarray], dtype: str) -> dict[str, mx.array]:
+    """NumPy weights -> MLX arrays in `dtype` (integer arrays unchanged)."""
+    return {name: _to_mx(value, dtype) for name, value in sorted(weights.items())}
+
+
+def save_weights(directory: Path, arrays: dict[str, mx.array], dtype: str, shard_size: int) -> list[str]:
+    """Write `arrays` as one safetensors file, or as shards of at most `shard_size` bytes plus an index."""
     total = sum(a.nbytes for a in arrays.values())
     shards: list[dict[str, mx.array]] = [{}]
     size = 0
@@ -144,8 +167,7 @@ def load_model(path: str | Path) -> MLXModels:
     for role in ("segmentation", "embedding"):
         if role not in config:
             continue
-        arch = ARCHITECTURES[config[role]["class"]]
-        model = arch.model(arch.config_class.from_dict(config[role]["config"]))
+        model = build_model(config[role], config.get("quantization"))
         prefix = f"{role}."
         own = [(k[len(prefix):], v) for k, v in weights.items() if k.startswith(prefix)]
         try:

@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
 from mlx_diar.models.sincnet import SincNet, sinc_filters
+from mlx_diar.models._util import linear_dtype
 
 # pyannote's PyanNet.SINCNET_DEFAULTS / LSTM_DEFAULTS / LINEAR_DEFAULTS, used where a
 # checkpoint's hyper_parameters leave a key out (as pyannote's merge_dict does).
@@ -226,7 +227,7 @@ class PyanNet(nn.Module):
         if waveforms.ndim == 3:
             waveforms = waveforms.squeeze(1)
         x = waveforms.astype(self.sincnet.conv1d[0].weight.dtype)[..., None]
-        x = self.sincnet(x, capture).astype(self.classifier.weight.dtype)
+        x = self.sincnet(x, capture).astype(linear_dtype(self.classifier))
         for k, layer in enumerate(self.lstm):
             x = layer(x)
             if capture is not None:

@@ -27,6 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from mlx_diar.models.fbank import compute_fbank, window_properties
+from mlx_diar.models._util import linear_dtype
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
 
@@ -265,7 +266,7 @@ class ResNet(nn.Module):
         stats = self.pool(frames, weights)
         if capture is not None:
             capture["resnet.pool"] = stats
-        embedding = self.seg_1(stats.astype(self.seg_1.weight.dtype))
+        embedding = self.seg_1(stats.astype(linear_dtype(self.seg_1)))
         if capture is not None:
             capture["resnet.seg_1"] = embedding
         if self.two_emb_layer:

@@ -19,3 +19,9 @@ PIPELINE_DER_INT8 = 0.01  # 1 point
 
 # clustering from the real community-1 fixture (speakrs)
 VBX_ATOL = 1e-9
+
+# Whole-file runs: pyannote's own float32 log-probs differ from its float64 ones by up to 8.5e-4
+# on the 30 s sample (measured here, segmentation-3.0), so a frame whose top-2 margin in the
+# reference is below this is a tie that float32 cannot decide. Argmax agreement is required on
+# every other frame, and whole-file log-prob errors must stay below this float32 noise floor.
+SEGMENTATION_TIE_MARGIN = 1e-3

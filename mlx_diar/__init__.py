@@ -1,7 +1,31 @@
-"""mlx-diar: pyannote speaker-diarization-community-1 in MLX."""
+"""mlx-diar: pyannote speaker-diarization-community-1 in MLX.
+
+    from mlx_diar import SpeakerDiarizationPipeline, convert_pyannote_model, load_model
+"""
+
+from typing import Any
 
 from mlx_diar._blas import preload_blas
 
 preload_blas()  # before anything imports mlx
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "SpeakerDiarizationPipeline": "mlx_diar.pipeline",
+    "DiarizeOutput": "mlx_diar.pipeline",
+    "convert_pyannote_model": "mlx_diar.convert",
+    "load_model": "mlx_diar.model_io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy exports: `import mlx_diar` stays cheap and imports neither MLX nor torch."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlx_diar' has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

@@ -15,51 +15,36 @@ def _to_numpy(value) -> np.ndarray | None:
 
 
 class LayerRecorder:
-    """Records the outputs of the named sub-modules of `model` while active.
+    """Records the outputs of the named sub-modules of `model` during one forward call.
 
     Tuple outputs keep their first tensor for `nn.LSTM` (its output sequence) and are
-    stored element-wise as `name.<i>` otherwise. Only the first `max_items` items of the
-    first `max_calls` forward calls are kept, so a whole-file run stays small.
+    stored element-wise as `name.<i>` otherwise.
     """
 
-    def __init__(self, model: torch.nn.Module, names: Iterable[str] | None = None, max_items: int = 1,
-                 max_calls: int = 1) -> None:
-        self.model = model
-        self.max_items = max_items
-        self.max_calls = max_calls
-        self.calls = 0
-        self.layers: dict[str, np.ndarray] = {}
+    def __init__(self, model: torch.nn.Module, names: Iterable[str] | None = None) -> None:
         wanted = set(names) if names is not None else None
+        self.layers: dict[str, np.ndarray] = {}
         self._modules = [(n, m) for n, m in model.named_modules() if n and (wanted is None or n in wanted)]
         self._handles: list = []
 
     def _hook(self, name: str, module: torch.nn.Module):
         def hook(_module, _inputs, output):
-            if self.calls >= self.max_calls:
-                return
             if isinstance(output, tuple):
                 if isinstance(module, torch.nn.LSTM):
                     output = output[0]
                 else:
                     for i, item in enumerate(output):
                         if (array := _to_numpy(item)) is not None:
-                            self._store(f"{name}.{i}", array)
+                            self.layers[f"{name}.{i}"] = array
                     return
             if (array := _to_numpy(output)) is not None:
-                self._store(name, array)
+                self.layers[name] = array
 
         return hook
-
-    def _store(self, name: str, array: np.ndarray) -> None:
-        self.layers[name] = array[: self.max_items] if array.ndim else array
-
-    def _count_call(self, _module, _inputs, _output) -> None:
-        self.calls += 1
 
     def __enter__(self) -> "LayerRecorder":
         for name, module in self._modules:
             self._handles.append(module.register_forward_hook(self._hook(name, module)))
-        self._handles.append(self.model.register_forward_hook(self._count_call))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -94,9 +79,12 @@ def lstm_per_layer(lstm: torch.nn.LSTM, inputs: torch.Tensor) -> dict[str, np.nd
 def segmentation_layers(model: torch.nn.Module, waveforms: torch.Tensor) -> dict[str, np.ndarray]:
     """Every named layer of a PyanNet on `waveforms` (batch, 1, samples), LSTM layers included."""
     captured: dict[str, torch.Tensor] = {}
-    handle = model.lstm.register_forward_hook(lambda m, inputs, out: captured.setdefault("in", inputs[0]))
+    def keep_lstm_input(module, inputs) -> None:  # a pre-hook returning a value would replace the input
+        captured.setdefault("in", inputs[0])
+
+    handle = model.lstm.register_forward_pre_hook(keep_lstm_input)
     try:
-        with LayerRecorder(model, max_items=waveforms.shape[0]) as recorder, torch.inference_mode():
+        with LayerRecorder(model) as recorder, torch.inference_mode():
             model(waveforms)
     finally:
         handle.remove()
@@ -113,7 +101,7 @@ EMBEDDING_STAGES = ("resnet.conv1", "resnet.bn1", "resnet.layer1", "resnet.layer
 def embedding_layers(model: torch.nn.Module, waveforms: torch.Tensor, weights: torch.Tensor | None = None,
                      names: Iterable[str] | None = EMBEDDING_STAGES) -> dict[str, np.ndarray]:
     """fbank, the named ResNet layers and the embedding of a WeSpeakerResNet34 (names=None: all modules)."""
-    with LayerRecorder(model, names=names, max_items=waveforms.shape[0]) as recorder, torch.inference_mode():
+    with LayerRecorder(model, names=names) as recorder, torch.inference_mode():
         embeddings = model(waveforms, weights=weights)
         fbank = model.compute_fbank(waveforms)
     layers = dict(recorder.layers)

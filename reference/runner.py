@@ -19,7 +19,7 @@ import numpy as np
 
 from mlx_diar.checkpoint import load_checkpoint
 from mlx_diar.sources import PipelineSource, resolve_pipeline
-from reference.layers import EMBEDDING_STAGES, LayerRecorder, lstm_per_layer
+from reference.layers import embedding_layers, segmentation_layers
 
 SAMPLE_RATE = 16000
 
@@ -121,41 +121,32 @@ def run_reference(
                 arrays["centroids"] = np.asarray(centroids)
             return hard, soft, centroids
 
-    recorders = []
     seg_model = pipeline._segmentation.model
-    lstm_inputs: dict[str, torch.Tensor] = {}
-    handles = []
+    emb_model = pipeline._embedding.model_
+    raw_scores: list[np.ndarray] = []
+    first_inputs: dict[str, torch.Tensor] = {}
+
+    def keep_segmentation_input(module, inputs):
+        first_inputs.setdefault("segmentation", inputs[0][:layer_items].detach().clone())
+
+    def keep_embedding_input(module, args, kwargs):
+        if "embedding" not in first_inputs and kwargs.get("weights") is not None:
+            first_inputs["embedding"] = args[0].detach().clone()
+            first_inputs["embedding_weights"] = kwargs["weights"].detach().clone()
+
+    # Only cheap hooks during the timed run: the raw segmentation scores, and the inputs of
+    # the first batches; layer activations are replayed on those inputs afterwards.
+    handles = [seg_model.register_forward_hook(lambda m, i, out: raw_scores.append(out.detach().float().numpy()))]
     if record_layers:
         # pyannote probes the embedding model with random inputs to find its minimum input
-        # length (cached); do it now so the recorders see the first real batch.
+        # length (cached); do it now so that the first recorded batch is a real one.
         _ = pipeline._embedding.min_num_samples
-        recorders.append(("segmentation", LayerRecorder(seg_model, max_items=layer_items)))
-        recorders.append(("embedding", LayerRecorder(pipeline._embedding.model_, names=EMBEDDING_STAGES,
-                                                     max_items=layer_items)))
-
-        def keep_input(name):
-            def pre_hook(module, inputs):
-                lstm_inputs.setdefault(name, inputs[0][:layer_items].detach().clone())
-            return pre_hook
-
-        handles.append(seg_model.register_forward_pre_hook(keep_input("segmentation")))
-        handles.append(seg_model.lstm.register_forward_pre_hook(keep_input("lstm")))
-        emb_model = pipeline._embedding.model_
-
-        def keep_embedding_input(module, args, kwargs):
-            if "embedding" not in lstm_inputs:
-                lstm_inputs["embedding"] = args[0][:layer_items].detach().clone()
-                weights = kwargs.get("weights")
-                if weights is not None:
-                    lstm_inputs["embedding_weights"] = weights[:layer_items].detach().clone()
-
+        handles.append(seg_model.register_forward_pre_hook(keep_segmentation_input))
         handles.append(emb_model.register_forward_pre_hook(keep_embedding_input, with_kwargs=True))
 
     clustering.__class__ = RecordingClustering
     start = time.perf_counter()
     try:
-        for _, recorder in recorders:
-            recorder.__enter__()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             output = pipeline(
@@ -164,25 +155,27 @@ def run_reference(
             )
     finally:
         clustering.__class__ = original_class
-        for _, recorder in recorders:
-            recorder.__exit__()
         for handle in handles:
             handle.remove()
     end = time.perf_counter()
 
-    for prefix, recorder in recorders:
-        for name, value in recorder.layers.items():
-            arrays[f"layers/{prefix}/{name}"] = value
-    if "lstm" in lstm_inputs and isinstance(seg_model.lstm, torch.nn.LSTM):
-        for name, value in lstm_per_layer(seg_model.lstm, lstm_inputs["lstm"]).items():
+    if raw_scores:
+        arrays["segmentation_scores"] = np.concatenate(raw_scores, axis=0)
+    if "segmentation" in first_inputs:
+        inputs = first_inputs["segmentation"]
+        arrays["inputs/segmentation"] = inputs.float().numpy()
+        for name, value in segmentation_layers(seg_model, inputs).items():
             arrays[f"layers/segmentation/{name}"] = value
-    if record_layers and "embedding" in lstm_inputs:
-        with torch.inference_mode():
-            fbank = pipeline._embedding.model_.compute_fbank(lstm_inputs["embedding"])
-        arrays["layers/embedding/fbank"] = fbank.float().numpy()
-    for name, value in lstm_inputs.items():
-        if name != "lstm":
-            arrays[f"inputs/{name}"] = value.float().cpu().numpy()
+    if "embedding" in first_inputs:
+        # the (chunk, speaker) items of the first batch with the most speech: an all-zero
+        # mask would make pooling and everything after it trivially equal
+        weights = first_inputs["embedding_weights"]
+        keep = torch.argsort(weights.sum(dim=-1), descending=True, stable=True)[:layer_items]
+        inputs, weights = first_inputs["embedding"][keep], weights[keep]
+        arrays["inputs/embedding"] = inputs.float().numpy()
+        arrays["inputs/embedding_weights"] = weights.float().numpy()
+        for name, value in embedding_layers(emb_model, inputs, weights).items():
+            arrays[f"layers/embedding/{name}"] = value
     if output.speaker_embeddings is not None:
         arrays["speaker_embeddings"] = np.asarray(output.speaker_embeddings)
 

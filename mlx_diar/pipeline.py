@@ -1,0 +1,375 @@
+"""Mirrors pyannote.audio.pipelines.speaker_diarization.SpeakerDiarization, on MLX models.
+
+Each stage of `SpeakerDiarization.apply` is a small method named after its pyannote
+counterpart and can be fed external inputs (e.g. the real community-1 intermediate results):
+`get_segmentations`, `binarize_segmentations`, `speaker_count`, `get_embeddings`,
+`cluster`, `reconstruct`, `to_annotation`. Neural stages run in MLX; the rest in NumPy/SciPy.
+No torch or pyannote.audio is imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import mlx.core as mx
+import numpy as np
+from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
+
+from mlx_diar.audio import SAMPLE_RATE, as_waveform
+from mlx_diar.clustering import PLDA, AgglomerativeClustering, VBxClustering
+from mlx_diar.inference import aggregate, sliding_chunks, trim
+from mlx_diar.model_io import MLXModels, load_model
+from mlx_diar.models.powerset import Powerset
+from mlx_diar.signal import binarize, to_annotation
+
+# community-1's config.yaml (and SpeakerDiarization.default_parameters for the hyper-parameters)
+DEFAULT_PARAMS: dict[str, Any] = {
+    "clustering": "VBxClustering",
+    "segmentation_step": 0.1,
+    "embedding_exclude_overlap": True,
+    "segmentation_batch_size": 32,
+    "embedding_batch_size": 32,
+}
+DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
+}
+
+
+@dataclasses.dataclass
+class DiarizeOutput:
+    """Mirrors pyannote's DiarizeOutput: annotations and one embedding per speaker (label order)."""
+
+    speaker_diarization: Annotation
+    exclusive_speaker_diarization: Annotation
+    speaker_embeddings: np.ndarray | None = None
+    stages: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def serialize(self) -> dict[str, Any]:
+        """Same shape as pyannote's DiarizeOutput.serialize()."""
+        def turns(annotation: Annotation) -> list[dict[str, Any]]:
+            return [{"start": round(s.start, 3), "end": round(s.end, 3), "speaker": label}
+                    for s, _, label in annotation.itertracks(yield_label=True)]
+
+        return {"diarization": turns(self.speaker_diarization),
+                "exclusive_diarization": turns(self.exclusive_speaker_diarization)}
+
+
+def set_num_speakers(num_speakers: int | None = None, min_speakers: int | None = None,
+                     max_speakers: int | None = None) -> tuple[int | None, int, int | float]:
+    """Validate speaker-count constraints (`pipelines.utils.diarization.set_num_speakers`)."""
+    min_speakers = num_speakers or min_speakers or 1
+    max_speakers = num_speakers or max_speakers or np.inf
+    if min_speakers > max_speakers:
+        raise ValueError(f"min_speakers must be smaller than (or equal to) max_speakers "
+                         f"(here: min_speakers={min_speakers:g} and max_speakers={max_speakers:g}).")
+    if min_speakers == max_speakers:
+        num_speakers = min_speakers
+    return num_speakers, min_speakers, max_speakers
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class SpeakerDiarizationPipeline:
+    """Speaker diarization in MLX, identical in its stages to pyannote's SpeakerDiarization.
+
+    >>> pipeline = SpeakerDiarizationPipeline(model_path="models/mlx_model", device="cpu")
+    >>> out = pipeline("audio.wav", num_speakers=None)
+    >>> for turn, speaker in out.speaker_diarization: ...
+    """
+
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
+                 models: MLXModels | None = None, params: Mapping[str, Any] | None = None,
+                 hyper_parameters: Mapping[str, Any] | None = None) -> None:
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        self.device = mx.gpu if device == "gpu" else mx.cpu
+        if device == "gpu" and not mx.is_available(mx.gpu):
+            raise RuntimeError("device='gpu' requested but MLX has no GPU backend here; use device='cpu'")
+        if models is None:
+            if model_path is None:
+                raise ValueError("give model_path (a converted 'full' model directory) or models")
+            models = load_model(model_path)
+        if models.segmentation is None or models.embedding is None or models.plda is None:
+            raise ValueError(f"{models.path}: a 'full' model (segmentation, embedding and PLDA) is needed")
+        self.models = models
+        pipeline_config = models.config.get("pipeline", {})
+        self.params = _merge(DEFAULT_PARAMS, pipeline_config.get("params", {}))
+        self.hyper_parameters = _merge(DEFAULT_HYPER_PARAMETERS, pipeline_config.get("hyper_parameters", {}))
+        if not self.segmentation_config.powerset:
+            self.hyper_parameters["segmentation"].setdefault("threshold", 0.5)
+        if params:
+            self.params = _merge(self.params, params)
+        if hyper_parameters:
+            self.instantiate(hyper_parameters)
+        self._plda = PLDA(**{k: models.plda[k] for k in ("mean1", "mean2", "lda", "mu", "tr", "psi")})
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def segmentation_config(self):
+        return self.models.segmentation.config
+
+    def instantiate(self, hyper_parameters: Mapping[str, Any]) -> "SpeakerDiarizationPipeline":
+        """Override hyper-parameters, e.g. {"clustering": {"threshold": 0.5}} (like pyannote's instantiate)."""
+        unknown = [f"{k}.{s}" for k, v in hyper_parameters.items() if isinstance(v, Mapping)
+                   for s in v if s not in self.hyper_parameters.get(k, {})]
+        unknown += [k for k in hyper_parameters if k not in self.hyper_parameters]
+        if unknown:
+            known = [f"{k}.{s}" for k, v in self.hyper_parameters.items() for s in v]
+            raise ValueError(f"unknown pipeline parameters {unknown}; known: {known}")
+        self.hyper_parameters = _merge(self.hyper_parameters, hyper_parameters)
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The values in use: constructor parameters and instantiated hyper-parameters."""
+        return {**copy.deepcopy(self.params), "params": copy.deepcopy(self.hyper_parameters)}
+
+    # ------------------------------------------------------------------ stages
+    def segmentation_scores(self, waveform: np.ndarray) -> SlidingWindowFeature:
+        """Raw model outputs per 10 s chunk (`Inference.slide` with skip_aggregation, before conversion).
+
+        (num_chunks, num_frames, num_classes) log-probabilities (powerset) or probabilities.
+        """
+        config = self.segmentation_config
+        duration = config.duration
+        step = self.params["segmentation_step"] * duration
+        chunks, _ = sliding_chunks(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE))
+        batch_size = int(self.params["segmentation_batch_size"])
+        model = self.models.segmentation
+        outputs = []
+        with mx.stream(self.device):
+            for start in range(0, chunks.shape[0], batch_size):
+                outputs.append(np.array(model(mx.array(chunks[start:start + batch_size])).astype(mx.float32)))
+        data = np.concatenate(outputs, axis=0)
+        return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=duration, step=step))
+
+    def to_multilabel(self, scores: SlidingWindowFeature) -> SlidingWindowFeature:
+        """Powerset log-probabilities -> hard multilabel, as pyannote's Inference converts them."""
+        config = self.segmentation_config
+        if not config.powerset:
+            return scores
+        powerset = Powerset(config.num_speakers, config.powerset_max_classes)
+        return SlidingWindowFeature(powerset.to_multilabel(scores.data), scores.sliding_window)
+
+    def get_segmentations(self, waveform: np.ndarray) -> SlidingWindowFeature:
+        """(num_chunks, num_frames, num_speakers) segmentation, as the pipeline's `get_segmentations`."""
+        return self.to_multilabel(self.segmentation_scores(waveform))
+
+    def binarize_segmentations(self, segmentations: SlidingWindowFeature) -> SlidingWindowFeature:
+        """Powerset outputs are already binary; multilabel scores go through hysteresis `binarize`."""
+        if self.segmentation_config.powerset:
+            return segmentations
+        onset = self.hyper_parameters["segmentation"]["threshold"]
+        return SlidingWindowFeature(binarize(segmentations.data, onset=onset, initial_state=False),
+                                    segmentations.sliding_window)
+
+    @property
+    def frames(self) -> SlidingWindow:
+        """Output frame resolution of the segmentation model (pyannote's model.receptive_field)."""
+        return self.models.segmentation.receptive_field
+
+    def speaker_count(self, binarized: SlidingWindowFeature, warm_up: tuple[float, float] = (0.0, 0.0)
+                      ) -> SlidingWindowFeature:
+        """Frame-level number of active speakers (`SpeakerDiarizationMixin.speaker_count`)."""
+        trimmed = trim(binarized, warm_up=warm_up)
+        summed = SlidingWindowFeature(np.sum(trimmed.data, axis=-1, keepdims=True), trimmed.sliding_window)
+        count = aggregate(summed, self.frames, hamming=False, missing=0.0, skip_average=False)
+        count.data = np.rint(count.data).astype(np.uint8)
+        return count
+
+    def embedding_masks(self, binarized: SlidingWindowFeature, exclude_overlap: bool) -> np.ndarray:
+        """(num_chunks, num_speakers, num_frames) float32 pooling weights, as `get_embeddings` builds them.
+
+        With `exclude_overlap`, frames where several speakers are active are dropped, unless
+        too little clean speech remains (then the whole mask is used).
+        """
+        duration = binarized.sliding_window.duration
+        num_chunks, num_frames, num_speakers = binarized.data.shape
+        masks = np.nan_to_num(binarized.data, nan=0.0).astype(np.float32)
+        if not exclude_overlap:
+            return np.ascontiguousarray(masks.transpose(0, 2, 1))
+        min_num_samples = self.models.embedding.min_num_samples
+        num_samples = duration * SAMPLE_RATE
+        min_num_frames = math.ceil(num_frames * min_num_samples / num_samples)
+        clean_frames = 1.0 * (np.sum(binarized.data, axis=2, keepdims=True) < 2)
+        clean = np.nan_to_num(binarized.data * clean_frames, nan=0.0).astype(np.float32)
+        use_clean = np.sum(clean, axis=1) > min_num_frames  # (chunks, speakers)
+        used = np.where(use_clean[:, None, :], clean, masks)
+        return np.ascontiguousarray(used.transpose(0, 2, 1))
+
+    def chunk_waveforms(self, waveform: np.ndarray, chunks: SlidingWindow, num_chunks: int) -> np.ndarray:
+        """(num_chunks, samples) audio of each chunk, zero-padded past the end (`Audio.crop(mode="pad")`)."""
+        window = round(chunks.duration * SAMPLE_RATE)
+        out = np.zeros((num_chunks, window), dtype=np.float32)
+        num_samples = waveform.shape[0]
+        for c in range(num_chunks):
+            segment = chunks[c]
+            start = round(segment.start * SAMPLE_RATE)
+            end = round(segment.end * SAMPLE_RATE)
+            piece = waveform[max(start, 0):min(end, num_samples)]
+            offset = max(0, -start)
+            out[c, offset:offset + piece.shape[0]] = piece
+        return out
+
+    def get_embeddings(self, waveform: np.ndarray, binarized: SlidingWindowFeature,
+                       exclude_overlap: bool | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(num_chunks, num_speakers, dim) embeddings per (chunk, local speaker).
+
+        Same inputs as pyannote's `get_embeddings` (chunk audio, per-speaker masks), but the
+        ResNet trunk runs once per chunk and statistics pooling once per speaker: pyannote
+        runs the whole network for each (chunk, speaker) pair on identical audio.
+        """
+        if exclude_overlap is None:
+            exclude_overlap = bool(self.params["embedding_exclude_overlap"])
+        num_chunks = binarized.data.shape[0]
+        masks = self.embedding_masks(binarized, exclude_overlap)
+        audio = self.chunk_waveforms(waveform, binarized.sliding_window, num_chunks)
+        model = self.models.embedding
+        # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks
+        chunks_per_batch = max(1, int(self.params["embedding_batch_size"]) // max(1, masks.shape[1]))
+        outputs = []
+        with mx.stream(self.device):
+            for start in range(0, num_chunks, chunks_per_batch):
+                stop = min(start + chunks_per_batch, num_chunks)
+                frames = model.forward_frames(mx.array(audio[start:stop]))
+                embeddings = model.forward_embedding(frames, mx.array(masks[start:stop]))
+                outputs.append(np.array(embeddings.astype(mx.float32)))
+                if progress is not None:
+                    progress(stop, num_chunks)
+        return np.concatenate(outputs, axis=0)
+
+    def clustering(self):
+        """The clustering stage configured by the pipeline parameters."""
+        hp = self.hyper_parameters["clustering"]
+        name = self.params["clustering"]
+        if name == "VBxClustering":
+            return VBxClustering(self._plda, threshold=hp["threshold"], Fa=hp["Fa"], Fb=hp["Fb"])
+        if name == "AgglomerativeClustering":
+            return AgglomerativeClustering(threshold=hp["threshold"], method=hp.get("method", "centroid"),
+                                           min_cluster_size=hp.get("min_cluster_size", 12))
+        raise ValueError(f"unsupported clustering {name!r} (VBxClustering or AgglomerativeClustering)")
+
+    @staticmethod
+    def reconstruct(segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
+                    count: SlidingWindowFeature) -> SlidingWindowFeature:
+        """Discrete diarization from clustered segmentations and speaker count (`reconstruct`)."""
+        num_chunks, num_frames, _ = segmentations.data.shape
+        num_clusters = int(np.max(hard_clusters)) + 1
+        clustered = np.nan * np.zeros((num_chunks, num_frames, num_clusters))
+        for c, (cluster, segmentation) in enumerate(zip(hard_clusters, segmentations.data)):
+            for k in np.unique(cluster):
+                if k == -2:
+                    continue
+                clustered[c, :, k] = np.max(segmentation[:, cluster == k], axis=1)
+        return SpeakerDiarizationPipeline.to_diarization(
+            SlidingWindowFeature(clustered, segmentations.sliding_window), count)
+
+    @staticmethod
+    def to_diarization(segmentations: SlidingWindowFeature, count: SlidingWindowFeature) -> SlidingWindowFeature:
+        """Keep the `count` most active speakers per frame (`SpeakerDiarizationMixin.to_diarization`)."""
+        activations = aggregate(segmentations, count.sliding_window, hamming=False, missing=0.0, skip_average=True)
+        _, num_speakers = activations.data.shape
+        max_per_frame = int(np.max(count.data))
+        if num_speakers < max_per_frame:
+            activations.data = np.pad(activations.data, ((0, 0), (0, max_per_frame - num_speakers)))
+        extent = activations.extent & count.extent
+        activations = activations.crop(extent, return_data=False)
+        count = count.crop(extent, return_data=False)
+        order = np.argsort(-activations.data, axis=-1, kind="quicksort")
+        binary = np.zeros_like(activations.data)
+        c = count.data[:, 0].astype(np.int64)
+        rank = np.arange(binary.shape[1])[None, :] < c[:, None]
+        np.put_along_axis(binary, order, rank.astype(binary.dtype), axis=-1)
+        return SlidingWindowFeature(binary, activations.sliding_window)
+
+    # ------------------------------------------------------------------ apply
+    def __call__(self, file: str | Path | Mapping[str, Any], num_speakers: int | None = None,
+                 min_speakers: int | None = None, max_speakers: int | None = None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 keep_stages: bool = False) -> DiarizeOutput:
+        """Diarize a file path or {"waveform": array, "sample_rate": int[, "uri": str]}."""
+        waveform, uri = as_waveform(file)
+        return self.apply(waveform, uri=uri, num_speakers=num_speakers, min_speakers=min_speakers,
+                          max_speakers=max_speakers, progress=progress, keep_stages=keep_stages)
+
+    def apply(self, waveform: np.ndarray, uri: str = "audio", num_speakers: int | None = None,
+              min_speakers: int | None = None, max_speakers: int | None = None,
+              progress: Callable[[str, int, int], None] | None = None,
+              keep_stages: bool = False) -> DiarizeOutput:
+        """`SpeakerDiarization.apply` on a mono 16 kHz float32 waveform."""
+        num_speakers, min_speakers, max_speakers = set_num_speakers(num_speakers, min_speakers, max_speakers)
+        stages: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        scores = self.segmentation_scores(waveform)
+        segmentations = self.to_multilabel(scores)
+        binarized = self.binarize_segmentations(segmentations)
+        timings["segmentation"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        count = self.speaker_count(binarized)
+        timings["speaker_counting"] = time.perf_counter() - t
+        stages.update(segmentation_scores=scores, segmentation=segmentations, speaker_counting=count)
+        empty = Annotation(uri=uri)
+        if count.data.size == 0 or np.nanmax(count.data) == 0.0:
+            timings["total"] = time.perf_counter() - t0
+            return DiarizeOutput(empty, Annotation(uri=uri),
+                                 np.zeros((0, self.models.embedding.config.embed_dim)),
+                                 stages if keep_stages else {}, timings)
+        t = time.perf_counter()
+        embeddings = self.get_embeddings(
+            waveform, binarized,
+            progress=(lambda done, total: progress("embeddings", done, total)) if progress else None)
+        timings["embeddings"] = time.perf_counter() - t
+        stages["embeddings"] = embeddings
+        t = time.perf_counter()
+        clustering = self.clustering()
+        trace = clustering.trace(embeddings, binarized.data, num_clusters=num_speakers,
+                                 min_clusters=min_speakers, max_clusters=max_speakers)
+        hard_clusters, centroids = trace["hard_clusters"], trace["centroids"]
+        timings["clustering"] = time.perf_counter() - t
+        stages["clustering"] = trace
+        t = time.perf_counter()
+        num_different = int(np.max(hard_clusters)) + 1
+        if num_different < min_speakers or num_different > max_speakers:
+            warnings.warn(f"The detected number of speakers ({num_different}) for {uri} is outside the given "
+                          f"bounds [{min_speakers}, {max_speakers}].")
+        count.data = np.minimum(count.data, max_speakers).astype(np.int8)
+        hard_clusters = np.array(hard_clusters, copy=True)
+        hard_clusters[np.sum(binarized.data, axis=1) == 0] = -2
+        stages["hard_clusters"] = hard_clusters
+        min_duration_off = self.hyper_parameters["segmentation"]["min_duration_off"]
+        discrete = self.reconstruct(segmentations, hard_clusters, count)
+        stages["discrete_diarization"] = discrete
+        diarization = to_annotation(discrete, min_duration_on=0.0, min_duration_off=min_duration_off)
+        diarization.uri = uri
+        exclusive_count = SlidingWindowFeature(np.minimum(count.data, 1).astype(np.int8), count.sliding_window)
+        exclusive = to_annotation(self.reconstruct(segmentations, hard_clusters, exclusive_count),
+                                  min_duration_on=0.0, min_duration_off=min_duration_off)
+        exclusive.uri = uri
+        labels = diarization.labels()
+        mapping = {label: f"SPEAKER_{i:02d}" for i, label in enumerate(labels)}
+        diarization = diarization.rename_labels(mapping=mapping)
+        exclusive = exclusive.rename_labels(mapping=mapping)
+        if centroids is not None:
+            if len(labels) > centroids.shape[0]:
+                centroids = np.pad(centroids, ((0, len(labels) - centroids.shape[0]), (0, 0)))
+            centroids = centroids[list(labels)]
+        timings["reconstruction"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        return DiarizeOutput(diarization, exclusive, centroids, stages if keep_stages else {}, timings)

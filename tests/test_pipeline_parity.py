@@ -1,0 +1,79 @@
+"""MLX pipeline vs pyannote.audio's own pipeline, run in the same process on the same 16 kHz input.
+
+Fixture pipeline, float32. Clips: the bundled sample (10 s slice and whole 30 s) and three
+synthetic multi-speaker conversations with overlaps (espeak-ng voices held out from the
+fixture's PLDA training). Targets come from harness.targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import targets
+from harness.metrics import score, uem_for
+from reference.runner import run_reference
+
+SYNTHETIC = {"synth-2spk": (2, 11), "synth-3spk": (3, 12), "synth-4spk": (4, 13)}
+
+
+@pytest.fixture(scope="module", params=["sample-10s", "sample-30s", *SYNTHETIC])
+def clip(request, sample, sample_10s, reference_pipeline, reference_run_10s, mlx_pipeline):
+    """(name, waveform, pyannote run, MLX output with stages) for one clip."""
+    name = request.param
+    if name == "sample-10s":
+        waveform, reference = sample_10s, reference_run_10s
+    else:
+        if name == "sample-30s":
+            waveform = sample[0]
+        else:
+            from harness.synth import TEST_VOICES, make_conversation
+
+            num_voices, seed = SYNTHETIC[name]
+            waveform, _ = make_conversation(TEST_VOICES[3 * seed: 3 * seed + num_voices], seed=seed, duration=11.0)
+        reference = run_reference(reference_pipeline, waveform, uri=name, record_layers=False)
+    output = mlx_pipeline.apply(waveform, uri=reference.meta["uri"], keep_stages=True)
+    return name, waveform, reference, output
+
+
+def test_der_against_pyannote_is_zero(clip) -> None:
+    name, waveform, reference, output = clip
+    result = score(reference.diarization, output.speaker_diarization, uem_for(len(waveform) / 16000))
+    print(f"\n{name}: DER(MLX vs pyannote) = {result['der']:.4%}, speakers {len(output.speaker_diarization.labels())}"
+          f" vs {len(reference.diarization.labels())}")
+    assert result["der"] <= targets.PIPELINE_DER_F32
+    assert output.speaker_diarization.labels() == reference.diarization.labels()
+
+
+def test_outputs_are_identical(clip) -> None:
+    _, _, reference, output = clip
+    assert output.speaker_diarization.to_rttm() == reference.rttm()
+    assert output.exclusive_speaker_diarization.to_rttm() == reference.rttm(exclusive=True)
+    if "speaker_embeddings" in reference.arrays:
+        a, b = output.speaker_embeddings, reference.arrays["speaker_embeddings"]
+        padded = np.linalg.norm(b, axis=1) == 0  # pyannote zero-pads centroids of speakers it adds
+        np.testing.assert_array_equal(a[padded], b[padded])
+        a, b = a[~padded], b[~padded]
+        cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert np.all(cos >= targets.EMBEDDING_COSINE_F32)
+
+
+def test_stages_agree(clip) -> None:
+    _, _, reference, output = clip
+    ref, stages = reference.arrays, output.stages
+    scores, ref_scores = stages["segmentation_scores"].data, ref["segmentation_scores"]
+    assert scores.shape == ref_scores.shape
+    assert np.abs(scores - ref_scores).max() <= targets.SEGMENTATION_TIE_MARGIN
+    top2 = np.sort(ref_scores, axis=-1)[..., -2:]
+    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
+    same = scores.argmax(-1) == ref_scores.argmax(-1)
+    assert np.mean(same[decided]) >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
+    seg = stages["segmentation"].data
+    np.testing.assert_array_equal(np.all(seg == ref["segmentation"], axis=-1), same)
+    np.testing.assert_array_equal(stages["speaker_counting"].data[:, 0], ref["speaker_counting"][:, 0])
+    mine, theirs = stages["embeddings"], ref["embeddings"]
+    assert mine.shape == theirs.shape
+    cos = np.sum(mine * theirs, -1) / (np.linalg.norm(mine, axis=-1) * np.linalg.norm(theirs, axis=-1))
+    assert np.nanmin(cos) >= targets.EMBEDDING_COSINE_F32
+    np.testing.assert_array_equal(stages["clustering"]["hard_clusters"], ref["hard_clusters"])
+    np.testing.assert_array_equal(stages["discrete_diarization"].data, ref["discrete_diarization"])

@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 
 demo: install
-	$(PY) -m harness demo
+	$(PY) -m harness compare --dtype all
 
 test: install
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness fixtures | demo`."""
+"""Command line of the harness: `python -m harness compare [...] | fixtures`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "compare":
+        from harness.compare import main as compare
+
+        return compare(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")
-    sub.add_parser("demo", help="run the reference pipeline on the bundled sample: turns and DER")
     args = parser.parse_args(argv)
     if args.command == "fixtures":
         from harness.fixtures import FixtureError, fixture_dir
@@ -21,10 +26,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         return 0
-    if args.command == "demo":
-        from harness.demo import demo
-
-        return demo()
     return 2
 
 

@@ -39,3 +39,34 @@ def score(reference, hypothesis, uem) -> dict[str, float]:
         "confusion": float(details["confusion"] / total) if total else 0.0,
         "scored_seconds": float(total),
     }
+
+
+class Accumulator:
+    """Corpus-level DER and JER: pyannote.metrics accumulates every scored file (collar 0, overlap counted)."""
+
+    def __init__(self) -> None:
+        from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+        self.der = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+        self.jer = JaccardErrorRate(collar=0.0, skip_overlap=False)
+
+    def add(self, reference, hypothesis, uem) -> None:
+        self.der(reference, hypothesis, uem=uem)
+        self.jer(reference, hypothesis, uem=uem)
+
+    def result(self) -> dict[str, float]:
+        return {"der": float(abs(self.der)), "jer": float(abs(self.jer))}
+
+
+def load_uem(path: str | Path, uri: str):
+    """The scored regions of `uri` from a UEM file (`uri channel start end` per line)."""
+    from pyannote.core import Segment, Timeline
+
+    segments = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == uri:
+            segments.append(Segment(float(parts[2]), float(parts[3])))
+    if not segments:
+        raise ValueError(f"{path}: no UEM segment for {uri!r}")
+    return Timeline(segments)

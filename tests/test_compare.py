@@ -1,0 +1,93 @@
+"""`python -m harness compare`: report files, CSV contents, and `--check` as a CI gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from harness import compare
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, sample) -> Path:
+    """8 s of the bundled sample (speech from 6.7 s on) with the matching slice of its RTTM."""
+    from harness.metrics import load_rttm
+    from pyannote.core import Segment
+
+    waveform, rttm = sample
+    folder = tmp_path_factory.mktemp("clip")
+    sf.write(folder / "clip.wav", waveform[6 * 16000: 14 * 16000], 16000, subtype="FLOAT")
+    reference = next(iter(load_rttm(rttm).values())).crop(Segment(6.0, 14.0))
+    shifted = reference.__class__(uri="clip")
+    for segment, track, label in reference.itertracks(yield_label=True):
+        shifted[Segment(segment.start - 6.0, segment.end - 6.0), track] = label
+    with open(folder / "clip.rttm", "w") as f:
+        shifted.write_rttm(f)
+    return folder / "clip.wav"
+
+
+@pytest.fixture(scope="module")
+def report(clip: Path, tmp_path_factory) -> tuple[int, Path]:
+    out = tmp_path_factory.mktemp("report") / "r"
+    code = compare.main(["--audio", str(clip), "--dtype", "float32", "--out", str(out), "--check", "--quiet"])
+    return code, out
+
+
+def test_report_files_and_columns(report) -> None:
+    code, out = report
+    assert code == 0, (out / "summary.md").read_text()
+    assert {p.name for p in out.iterdir()} >= {"layers.csv", "pipeline.csv", "timing.csv", "summary.md", "report.html"}
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(layers.columns) == ["file", "variant", "dtype", "quantize", "model", "layer", "depth", "shape",
+                                    "max_abs_err", "rel_l2", "cosine", "argmax_agreement", "target", "passed"]
+    segmentation = layers[layers.model == "segmentation"]
+    embedding = layers[layers.model == "embedding"]
+    assert len(segmentation) == 20  # wav_norm1d, 3 x (conv, pool, norm), sincnet, 4 lstm + lstm, 2 linear, classifier, activation
+    assert {"lstm.0", "lstm.3", "classifier", "activation"} <= set(segmentation.layer)
+    assert {"fbank", "resnet.layer1", "resnet.layer4", "resnet.pool", "resnet.seg_1"} <= set(embedding.layer)
+    assert layers.passed.all()
+    pipeline = pd.read_csv(out / "pipeline.csv")
+    assert len(pipeline) == 2 and set(pipeline.side) == {"pyannote", "mlx"}
+    assert pipeline.loc[pipeline.side == "mlx", "der_vs_pyannote"].item() == 0.0
+    assert np.isfinite(pipeline.der_vs_reference).all()
+    timing = pd.read_csv(out / "timing.csv")
+    assert len(timing) == 2 * len(compare.STAGES)
+    assert (timing.loc[timing.side == "mlx", "speed_ratio"].dropna() > 0).all()
+    assert (timing.peak_rss_mb > 0).all()
+    summary = (out / "summary.md").read_text().splitlines()
+    assert "PASS" in summary[0]
+    assert json.loads((out / "meta.json").read_text())["verdict"]["passed"] is True
+
+
+def test_check_fails_on_a_perturbed_lstm_and_names_it(clip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from mlx_diar.model_io import load_weights, save_weights
+
+    real = compare.converted_model
+
+    def perturbed(root, fingerprint, variant):
+        source = real(root, fingerprint, variant)
+        target = tmp_path / "perturbed"
+        if not target.exists():
+            import shutil
+
+            shutil.copytree(source, target)
+            weights = load_weights(target)
+            name = next(k for k in weights if k.startswith("segmentation.lstm.1.") and k.endswith("Wx"))
+            weights[name] = weights[name] * 1.05
+            (target / "model.safetensors").unlink()
+            save_weights(target, weights, dtype="float32", shard_size=1 << 40)
+        return target
+
+    monkeypatch.setattr(compare, "converted_model", perturbed)
+    code = compare.main(["--audio", str(clip), "--out", str(tmp_path / "r"), "--check", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "check failed" in err and "segmentation layer lstm.1" in err and "clip" in err
+    layers = pd.read_csv(tmp_path / "r" / "layers.csv")
+    assert layers.set_index("layer").loc["lstm.0", "passed"]  # before the perturbation: still exact

@@ -460,7 +460,30 @@ def _bounds(
     return num_clusters or min_clusters or 1, num_clusters or max_clusters or np.inf
 
 
-class VBxClustering:
+class _Clustering:
+    """`__call__` shared by the clustering stages: `BaseClustering.__call__`'s outputs from `trace`."""
+
+    def trace(self, embeddings: np.ndarray, segmentations: np.ndarray, num_clusters: int | None = None,
+              min_clusters: int | None = None, max_clusters: int | float | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        embeddings: np.ndarray,
+        segmentations: np.ndarray,
+        num_clusters: int | None = None,
+        min_clusters: int | None = None,
+        max_clusters: int | float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """embeddings (chunks, speakers, dim), binary segmentations (chunks, frames, speakers)
+        -> hard_clusters (chunks, speakers), soft_clusters (chunks, speakers, K),
+        centroids (K, dim).
+        """
+        t = self.trace(embeddings, segmentations, num_clusters, min_clusters, max_clusters)
+        return t["hard_clusters"], t["soft_clusters"], t["centroids"]
+
+
+class VBxClustering(_Clustering):
     """AHC initialisation + VBx + centroid assignment (`pipelines.clustering.VBxClustering`).
 
     Defaults are community-1's `config.yaml` (threshold 0.6, Fa 0.07, Fb 0.8).
@@ -544,23 +567,9 @@ class VBxClustering:
             hard = np.argmax(soft, axis=2)
         return out | dict(hard_clusters=hard, soft_clusters=soft, centroids=centroids)
 
-    def __call__(
-        self,
-        embeddings: np.ndarray,
-        segmentations: np.ndarray,
-        num_clusters: int | None = None,
-        min_clusters: int | None = None,
-        max_clusters: int | float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """embeddings (chunks, speakers, dim), binary segmentations (chunks, frames, speakers)
-        -> hard_clusters (chunks, speakers), soft_clusters (chunks, speakers, K),
-        centroids (K, dim).
-        """
-        t = self.trace(embeddings, segmentations, num_clusters, min_clusters, max_clusters)
-        return t["hard_clusters"], t["soft_clusters"], t["centroids"]
 
 
-class AgglomerativeClustering:
+class AgglomerativeClustering(_Clustering):
     """pyannote 3.1-style clustering (`pipelines.clustering.AgglomerativeClustering`).
 
     `method` is a scipy linkage method; with the cosine metric, centroid/median/ward link
@@ -683,15 +692,3 @@ class AgglomerativeClustering:
             embeddings, chunk_idx, speaker_idx, clusters, self.metric, self.constrained_assignment
         )
         return out | dict(hard_clusters=hard, soft_clusters=soft, centroids=centroids)
-
-    def __call__(
-        self,
-        embeddings: np.ndarray,
-        segmentations: np.ndarray,
-        num_clusters: int | None = None,
-        min_clusters: int | None = None,
-        max_clusters: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Same inputs and outputs as `VBxClustering.__call__`."""
-        t = self.trace(embeddings, segmentations, num_clusters, min_clusters, max_clusters)
-        return t["hard_clusters"], t["soft_clusters"], t["centroids"]

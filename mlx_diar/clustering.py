@@ -568,7 +568,6 @@ class VBxClustering(_Clustering):
         return out | dict(hard_clusters=hard, soft_clusters=soft, centroids=centroids)
 
 
-
 class AgglomerativeClustering(_Clustering):
     """pyannote 3.1-style clustering (`pipelines.clustering.AgglomerativeClustering`).
 

@@ -77,3 +77,37 @@ def test_stages_agree(clip) -> None:
     assert np.nanmin(cos) >= targets.EMBEDDING_COSINE_F32
     np.testing.assert_array_equal(stages["clustering"]["hard_clusters"], ref["hard_clusters"])
     np.testing.assert_array_equal(stages["discrete_diarization"].data, ref["discrete_diarization"])
+
+
+@pytest.fixture(scope="module")
+def conversation():
+    from harness.synth import TEST_VOICES, make_conversation
+
+    waveform, _ = make_conversation(TEST_VOICES[30:33], seed=21, duration=11.0)
+    return waveform
+
+
+@pytest.mark.parametrize("constraint", [{"num_speakers": 3}, {"max_speakers": 1}, {"min_speakers": 3}])
+def test_speaker_count_constraints_match_pyannote(reference_pipeline, mlx_pipeline, conversation, constraint) -> None:
+    reference = run_reference(reference_pipeline, conversation, uri="forced", record_layers=False, **constraint)
+    output = mlx_pipeline.apply(conversation, uri="forced", **constraint)
+    assert output.speaker_diarization.to_rttm() == reference.rttm()
+    assert output.exclusive_speaker_diarization.to_rttm() == reference.rttm(exclusive=True)
+
+
+def test_agglomerative_clustering_config_matches_pyannote(fixture_root, tmp_path_factory, conversation) -> None:
+    """The 3.1-style config (AgglomerativeClustering), converted from config-ahc.yaml."""
+    from mlx_diar.convert import convert_pyannote_model
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from reference.runner import load_pipeline
+
+    reference_pipeline = load_pipeline(fixture_root, config="config-ahc.yaml")
+    assert reference_pipeline.klustering == "AgglomerativeClustering"
+    model = convert_pyannote_model(fixture_root, tmp_path_factory.mktemp("ahc") / "m", "full",
+                                   pipeline_config="config-ahc.yaml")
+    pipeline = SpeakerDiarizationPipeline(model_path=model)
+    assert pipeline.parameters()["clustering"] == "AgglomerativeClustering"
+    reference = run_reference(reference_pipeline, conversation, uri="ahc", record_layers=False)
+    output = pipeline.apply(conversation, uri="ahc", keep_stages=True)
+    np.testing.assert_array_equal(output.stages["clustering"]["hard_clusters"], reference.arrays["hard_clusters"])
+    assert output.speaker_diarization.to_rttm() == reference.rttm()

@@ -277,10 +277,10 @@ def checkpoint_meta(resolved, fixture: bool) -> dict[str, Any]:
 
 
 SEEDED_PARTS = [
-    "The embedding model (WeSpeakerResNet34) has seeded random weights: no trained WeSpeaker weights are "
-    "reachable offline. Its embeddings are only weakly speaker-discriminative.",
-    "The PLDA is not pyannote's: see the fixture's FIXTURE.md for how it was made (seeded or estimated "
-    "from synthetic speakers, never from real speech).",
+    "The embedding model (WeSpeakerResNet34) is not trained: its trunk has seeded random weights and only "
+    "its output layer (resnet.seg_1) is estimated from synthetic espeak-ng/Festival speakers; no trained "
+    "WeSpeaker weights are reachable offline.",
+    "The PLDA is not pyannote's: it is estimated from the same kind of synthetic speakers (FIXTURE.md).",
     "DER against the reference RTTM therefore measures this fixture system, not community-1's quality; "
     "DER of MLX against pyannote measures the port.",
 ]

@@ -16,8 +16,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyannote.core import Annotation
 
 SAMPLE_RATE = 16000
 
@@ -215,7 +219,8 @@ def synthesize(voice: Voice, text: str) -> np.ndarray:
     return synthesize_many(voice, [text])[0]
 
 
-def mix(turns: list[tuple[str, np.ndarray]], rng: np.random.Generator, overlap: bool = True, uri: str = "mix"):
+def mix(turns: list[tuple[str, np.ndarray]], rng: np.random.Generator, overlap: bool = True,
+        uri: str = "mix") -> tuple[np.ndarray, Annotation]:
     """Lay speaker turns end to end: (waveform, `pyannote.core.Annotation`).
 
     `turns` are (speaker label, speech) in order. Gaps of silence (0.2-1.0 s) and, with `overlap`,
@@ -250,7 +255,7 @@ def make_conversation(
     overlap: bool = True,
     out: str | Path | None = None,
     uri: str | None = None,
-):
+) -> tuple[np.ndarray, Annotation]:
     """A deterministic multi-speaker recording and its reference `pyannote.core.Annotation`.
 
     Turns of one sentence each (gain varied by +-3 dB), no speaker twice in a row, every voice heard
@@ -283,3 +288,18 @@ def make_conversation(
         with open(out.with_suffix(".rttm"), "w") as f:
             annotation.write_rttm(f)
     return waveform, annotation
+
+
+def split_markdown() -> str:
+    """The train/test split of the voice settings, as a Markdown table."""
+    def cell(values) -> str:
+        return ", ".join(str(v) for v in values)
+
+    rows = [("espeak-ng voices", _ESPEAK_LANGUAGES), ("espeak-ng variants", _ESPEAK_VARIANTS),
+            ("espeak-ng pitch (-p)", _ESPEAK_PITCHES), ("rate (words per minute)", _ESPEAK_RATES),
+            ("warp (resampling factor)", _WARPS),
+            ("Festival voice: target F0 (Hz)", tuple((f"{name}: {cell(f0)}",) for name, f0 in _FESTIVAL))]
+    lines = ["| setting | TRAIN_VOICES | TEST_VOICES |", "|---|---|---|"]
+    lines += [f"| {name} | {cell(train)} | {cell(test)} |" for name, (train, test) in rows]
+    lines.append(f"| speakers in the catalogue | {len(TRAIN_VOICES)} | {len(TEST_VOICES)} |")
+    return "\n".join(lines)

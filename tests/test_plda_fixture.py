@@ -1,0 +1,82 @@
+"""The fixture's PLDA and embedding output layer, estimated from synthetic speakers (harness/plda.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import plda, synth
+from mlx_diar.checkpoint import load_checkpoint
+
+
+def _output_layer(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
+    state = load_checkpoint(checkpoint)["state_dict"]
+    return state["resnet.seg_1.weight"].double().numpy(), state["resnet.seg_1.bias"].double().numpy()
+
+
+def test_voice_catalogues_share_no_setting() -> None:
+    train, test = synth.TRAIN_VOICES, synth.TEST_VOICES
+    for attribute in ("name", "variant", "pitch", "rate", "warp"):
+        shared = {getattr(v, attribute) for v in train if v.engine == "espeak-ng"} & {
+            getattr(v, attribute) for v in test if v.engine == "espeak-ng"}
+        assert not shared, (attribute, shared)
+    assert not {v.name for v in train if v.engine == "festival"} & {v.name for v in test if v.engine == "festival"}
+    assert len({v.id for v in train}) == len(train) and len({v.id for v in test}) == len(test)
+
+
+def test_plda_files_load_through_pyannote(fixture_root: Path) -> None:
+    from pyannote.audio.core.plda import PLDA
+
+    from mlx_diar.clustering import PLDA as NumpyPLDA
+
+    reference = PLDA.from_pretrained(fixture_root / "plda")
+    phi = reference.phi
+    assert phi.shape == (128,) and np.all(phi > 0) and np.all(np.diff(phi) <= 0)
+    # held-out speakers (stored by the build) land in a calibrated PLDA space: within-class
+    # covariance close to the identity the model assumes
+    with np.load(fixture_root / "synthetic/statistics.npz") as data:
+        stats, labels = plda.labelled(data["eval_stats"], data["eval_labels"])
+    weight, bias = _output_layer(fixture_root / "embedding/pytorch_model.bin")
+    embeddings = stats @ weight.T + bias
+    features = reference(embeddings)
+    within, _, _ = plda._class_statistics(features, labels)
+    assert 0.5 * 128 < np.trace(within) < 2 * 128
+    ours = NumpyPLDA.from_npz(fixture_root / "plda/xvec_transform.npz", fixture_root / "plda/plda.npz")
+    np.testing.assert_allclose(ours(embeddings), features, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.phi, phi, rtol=1e-10)
+
+
+def test_held_out_speaker_identification_beats_the_seeded_embeddings(fixture_root: Path, tmp_path: Path) -> None:
+    """Voices the build never saw; the same pooled statistics through the seeded and the estimated layers."""
+    from harness.fixtures import _seeded_embedding
+
+    voices = synth.TEST_VOICES[plda.EVAL_SPEAKERS:plda.EVAL_SPEAKERS + 18]
+    chunks = plda.conversation_chunks(voices, rounds=3, seed=70_000)
+    stats, labels = plda.labelled(plda.pooled_statistics(fixture_root / "embedding/pytorch_model.bin", chunks),
+                                  chunks.labels)
+    _seeded_embedding(tmp_path / "seeded.bin")
+    seeded_weight, seeded_bias = _output_layer(tmp_path / "seeded.bin")
+    weight, bias = _output_layer(fixture_root / "embedding/pytorch_model.bin")
+    baseline = plda.speaker_id_accuracy(stats @ seeded_weight.T + seeded_bias, labels)
+    estimated = plda.speaker_id_accuracy(plda.vbx_features(fixture_root / "plda", stats @ weight.T + bias), labels)
+    print(f"\nheld-out speaker identification ({len(labels)} embeddings, {len(set(labels))} speakers): "
+          f"seeded cosine {baseline:.1%}, estimated layer + PLDA {estimated:.1%}")
+    assert estimated >= baseline + 0.05
+
+
+@pytest.mark.slow
+def test_reference_pipeline_finds_three_synthetic_speakers(reference_pipeline) -> None:
+    """One 15 s clip of three test voices (on random such clips the fixture finds 3 speakers about half the time)."""
+    from harness.metrics import score, uem_for
+    from reference.runner import run_reference
+
+    voices = [synth.TEST_VOICES[i] for i in np.random.default_rng(102).choice(len(synth.TEST_VOICES), 3, replace=False)]
+    waveform, reference = synth.make_conversation(voices, seed=102, duration=13.0)
+    assert len(waveform) <= 15 * synth.SAMPLE_RATE and len(reference.labels()) == 3
+    run = run_reference(reference_pipeline, waveform, uri="synthetic-3", record_layers=False)
+    metrics = score(reference, run.diarization, uem_for(run.meta["duration"]))
+    print(f"\n3 synthetic speakers: found {len(run.diarization.labels())}, DER {metrics['der']:.1%}")
+    assert len(run.diarization.labels()) == 3
+    assert metrics["der"] < 0.15

@@ -91,3 +91,32 @@ def test_check_fails_on_a_perturbed_lstm_and_names_it(clip: Path, tmp_path: Path
     assert "check failed" in err and "segmentation layer lstm.1" in err and "clip" in err
     layers = pd.read_csv(tmp_path / "r" / "layers.csv")
     assert layers.set_index("layer").loc["lstm.0", "passed"]  # before the perturbation: still exact
+
+
+def test_dataset_mode_collects_audio_rttm_and_uem(tmp_path: Path, sample_10s) -> None:
+    from pyannote.core import Annotation, Segment
+
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.flac", sample_10s, 16000)
+    reference = Annotation(uri="a")
+    reference[Segment(6.7, 9.9)] = "spk"
+    with open(tmp_path / "a.rttm", "w") as f:
+        reference.write_rttm(f)
+    (tmp_path / "a.uem").write_text("a 1 2.0 9.0\n")
+    (tmp_path / "notes.txt").write_text("not audio")
+    items = compare.collect_audio(None, tmp_path)
+    assert [item.uri for item in items] == ["a", "b"]
+    a, b = items
+    assert a.reference.labels() == ["spk"] and b.reference is None
+    assert a.uem.extent() == Segment(2.0, 9.0) and b.uem.extent() == Segment(0.0, 10.0)
+    with pytest.raises(SystemExit, match="not a directory"):
+        compare.collect_audio(None, tmp_path / "a.rttm")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no audio files"):
+        compare.collect_audio(None, tmp_path / "empty")
+
+
+def test_variants() -> None:
+    names = [v.name for v in compare.variants("all", 8, 64)]
+    assert names == ["float32", "float16", "bfloat16", "float32-q8g64", "float16-q8g64", "bfloat16-q8g64"]
+    assert [v.name for v in compare.variants("float16", None, 64)] == ["float16"]

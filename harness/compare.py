@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -331,8 +331,8 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
     from reference.runner import load_pipeline, run_reference
 
     fixture = checkpoint is None
-    root = fixture_dir() if fixture else resolve_pipeline(checkpoint).root
-    resolved = resolve_pipeline(root)
+    resolved = resolve_pipeline(fixture_dir() if fixture else checkpoint)
+    root = resolved.root
     fingerprint = source_fingerprint(root)
     progress = Progress(quiet, total=len(variant_list) * (len(items) + 1) + len(items) + 1)
     progress.step("loading pyannote.audio")

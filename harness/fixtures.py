@@ -341,6 +341,6 @@ def sample_audio() -> tuple[Path, Path]:
 
     spec = importlib.util.find_spec("pyannote.audio")
     if spec is None or not spec.submodule_search_locations:
-        raise FixtureError(f"pyannote.audio is not installed: pip install \"mlx-diar[reference]\"")
+        raise FixtureError("pyannote.audio is not installed: pip install \"mlx-diar[reference]\"")
     sample = Path(list(spec.submodule_search_locations)[0]) / "sample"
     return sample / "sample.wav", sample / "sample.rttm"

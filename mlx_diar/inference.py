@@ -7,7 +7,7 @@ are computed exactly as pyannote computes them.
 from __future__ import annotations
 
 import numpy as np
-from pyannote.core import Segment, SlidingWindow, SlidingWindowFeature
+from pyannote.core import SlidingWindow, SlidingWindowFeature
 
 
 def sliding_chunks(waveform: np.ndarray, window_size: int, step_size: int) -> tuple[np.ndarray, bool]:
@@ -85,7 +85,3 @@ def aggregate(
     average[mask_max == 0.0] = missing
     return SlidingWindowFeature(average, frames)
 
-
-def crop_loose(features: SlidingWindowFeature, duration: float) -> np.ndarray:
-    """Data of `features` within [0, duration] (`SlidingWindowFeature.crop(..., mode="loose")`)."""
-    return features.crop(Segment(0.0, duration), mode="loose")

@@ -2,8 +2,9 @@
 
 Each stage of `SpeakerDiarization.apply` is a small method named after its pyannote
 counterpart and can be fed external inputs (e.g. the real community-1 intermediate results):
-`get_segmentations`, `binarize_segmentations`, `speaker_count`, `get_embeddings`,
-`cluster`, `reconstruct`, `to_annotation`. Neural stages run in MLX; the rest in NumPy/SciPy.
+`segmentation_scores` + `to_multilabel` (pyannote's `get_segmentations`), `binarize_segmentations`,
+`speaker_count`, `get_embeddings`, `clustering`, `reconstruct`, `to_diarization`, and
+`mlx_diar.signal.to_annotation`. Neural stages run in MLX; the rest in NumPy/SciPy.
 No torch or pyannote.audio is imported.
 """
 
@@ -165,10 +166,6 @@ class SpeakerDiarizationPipeline:
             return scores
         powerset = Powerset(config.num_speakers, config.powerset_max_classes)
         return SlidingWindowFeature(powerset.to_multilabel(scores.data), scores.sliding_window)
-
-    def get_segmentations(self, waveform: np.ndarray) -> SlidingWindowFeature:
-        """(num_chunks, num_frames, num_speakers) segmentation, as the pipeline's `get_segmentations`."""
-        return self.to_multilabel(self.segmentation_scores(waveform))
 
     def binarize_segmentations(self, segmentations: SlidingWindowFeature) -> SlidingWindowFeature:
         """Powerset outputs are already binary; multilabel scores go through hysteresis `binarize`."""

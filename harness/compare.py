@@ -267,12 +267,14 @@ def git_short_hash() -> str:
 def checkpoint_meta(resolved, fixture: bool) -> dict[str, Any]:
     from mlx_diar.checkpoint import sha256sum
 
-    files = []
-    for role, path in (("segmentation", resolved.segmentation), ("embedding", resolved.embedding)):
-        files.append({"role": role, "path": str(path), "sha256": sha256sum(path), "real": not (fixture and role == "embedding")})
+    files = [{"role": "segmentation", "path": str(resolved.segmentation), "sha256": sha256sum(resolved.segmentation),
+              "real": True},
+             {"role": "embedding", "path": str(resolved.embedding), "sha256": sha256sum(resolved.embedding),
+              "real": not fixture, "weights": "seeded trunk, estimated output layer" if fixture else "real"}]
     for name in ("xvec_transform.npz", "plda.npz"):
         path = resolved.plda / name
-        files.append({"role": f"plda/{name}", "path": str(path), "sha256": sha256sum(path), "real": not fixture})
+        files.append({"role": f"plda/{name}", "path": str(path), "sha256": sha256sum(path), "real": not fixture,
+                      "weights": "estimated from synthetic speakers" if fixture else "real"})
     return {"source": resolved.origin, "files": files}
 
 

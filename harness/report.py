@@ -152,18 +152,23 @@ def _machine_line(machine: dict) -> str:
 # summary.md
 
 
+def _weights(entry: dict) -> str:
+    """How a checkpoint file's weights were made: its `weights` label, else "seeded"."""
+    return str(entry.get("weights") or "seeded")
+
+
 def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict) -> str:
     """A short markdown report for a pull-request comment or a CI job summary."""
     verdict = meta.get("verdict", {})
     files = meta.get("checkpoint", {}).get("files", [])
     shas = ", ".join(f"{_md(f.get('role', '?'))} `{str(f.get('sha256', ''))[:12]}`"
-                     + ("" if f.get("real") else " (seeded)") for f in files)
+                     + ("" if f.get("real") else f" ({_md(_weights(f))})") for f in files)
     seeded = [_md(f.get("role", "?")) for f in files if not f.get("real")]
     lines = [
         f"## {_md_pass(bool(verdict.get('passed')))} {_md(verdict.get('text', 'no verdict'))}",
         "",
         f"Checkpoint {_md(meta.get('checkpoint', {}).get('source', '?'))} ({shas}); "
-        f"seeded, not trained: {', '.join(seeded) or 'none'}; {_md(_machine_line(meta.get('machine', {})))}",
+        f"seeded or estimated, not trained: {', '.join(seeded) or 'none'}; {_md(_machine_line(meta.get('machine', {})))}",
         "",
         "### Layers",
         *_md_table(["variant", "layers", "worst layer", "rel L2", "max abs err", "min cosine",
@@ -316,9 +321,10 @@ def _header_html(meta: dict) -> str:
     run_rows = [("created", meta.get("created")), ("command", meta.get("command")),
                 ("checkpoint", checkpoint.get("source"))]
     ckpt = pd.DataFrame([{"role": f.get("role"), "path": f.get("path"), "sha256": f.get("sha256"),
-                          "weights": "real" if f.get("real") else "SEEDED"} for f in checkpoint.get("files", [])])
+                          "weights": "real" if f.get("real") else _weights(f).upper()}
+                         for f in checkpoint.get("files", [])])
     seeded = meta.get("seeded_parts", [])
-    note = ('<div class="seeded"><strong>Seeded, not trained:</strong><ul>'
+    note = ('<div class="seeded"><strong>Seeded or estimated, not trained:</strong><ul>'
             + "".join(f"<li>{_e(s)}</li>" for s in seeded) + "</ul></div>") if seeded else ""
     return (
         '<div class="meta">'

@@ -11,11 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mlx_diar.errors import AudioError
+
 SAMPLE_RATE = 16000
-
-
-class AudioError(ValueError):
-    """Audio that cannot be used, naming the file and the problem."""
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

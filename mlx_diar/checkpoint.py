@@ -19,11 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from mlx_diar.errors import CheckpointError
+
 REFERENCE_EXTRA_HINT = 'pip install "mlx-diar[reference]"'
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or checkpoint source that cannot be used, with what to do about it."""
 
 
 class Problem(enum.Enum):

@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_diar.errors import ModelDirError
 from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34
 
@@ -25,10 +26,6 @@ WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PLDA_FILE = "plda.safetensors"
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-
-
-class ModelDirError(RuntimeError):
-    """A converted model directory that cannot be loaded, naming the file and the problem."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,9 +24,11 @@ import numpy as np
 
 from harness import targets
 from harness.memory import PeakRSS
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.pipeline import STAGES
+from mlx_diar.provenance import package_versions
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 WARMUP_SECONDS = 10.0
 
 
@@ -64,12 +66,12 @@ class AudioItem:
 
     @property
     def duration(self) -> float:
-        return len(self.waveform) / 16000
+        return len(self.waveform) / SAMPLE_RATE
 
 
 def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioItem]:
     """The files of `--audio` or `--dataset` (default: pyannote's bundled sample with its RTTM)."""
-    from harness.fixtures import sample_audio
+    from harness.paths import sample_audio
     from harness.metrics import load_rttm, load_uem, uem_for
     from mlx_diar.audio import load_audio
 
@@ -109,7 +111,7 @@ def source_fingerprint(root: Path) -> str:
 
 def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
     """The MLX conversion of `root` for `variant`, cached by source fingerprint + variant."""
-    from harness.fixtures import cache_root
+    from harness.paths import cache_root
     from mlx_diar.convert import convert_pyannote_model
 
     target = cache_root() / "models" / f"{fingerprint[:16]}-{variant.name}"
@@ -243,18 +245,6 @@ def machine_info(device: str) -> dict[str, Any]:
             "device": f"mlx {device}", "blas": active_blas()}
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("mlx", "mlx-diar", "torch", "pyannote.audio", "numpy", "scipy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def git_short_hash() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -339,7 +329,7 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
     progress = Progress(quiet, total=len(variant_list) * (len(items) + 1) + len(items) + 1)
     progress.step("loading pyannote.audio")
     reference_pipeline = load_pipeline(root)
-    warmup = items[0].waveform[: int(WARMUP_SECONDS * 16000)]
+    warmup = items[0].waveform[: int(WARMUP_SECONDS * SAMPLE_RATE)]
     run_reference(reference_pipeline, warmup, record_layers=False)  # warm-up, excluded
 
     layers: list[dict] = []
@@ -487,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": {"passed": not failures, "text": verdict_text},
         "failures": failures,
         "machine": machine_info(args.device),
-        "versions": versions(),
+        "versions": package_versions(),
         "checkpoint": extra["meta"]["checkpoint"],
         "seeded_parts": SEEDED_PARTS if extra["meta"]["fixture"] else [],
         "warmup": f"1 warm-up run per side ({WARMUP_SECONDS:g} s of the first file) excluded from timings",

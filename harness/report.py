@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
+from mlx_diar.pipeline import STAGES
+
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
 FAIL_COLOUR = "#cf222e"
 FAILURES_IN_SUMMARY = 10

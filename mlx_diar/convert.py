@@ -15,7 +15,6 @@ import json
 import shutil
 import sys
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from mlx_diar.model_io import (
     save_weights,
     to_mlx_weights,
 )
+from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
@@ -76,16 +76,6 @@ def _plda_arrays(plda_dir: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _versions() -> dict[str, str]:
-    out = {"mlx": mx.__version__}
-    for name in ("torch", "pyannote.audio", "mlx-diar"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def convert_pyannote_model(
     pytorch_path: str | Path,
     mlx_path: str | Path,
@@ -111,7 +101,7 @@ def convert_pyannote_model(
         raise ValueError(f"quantize must be 4 or 8 bits, got {quantize!r}")
     mlx_path = Path(mlx_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
-                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": _versions(), "origin": str(pytorch_path)}
+                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": package_versions(), "origin": str(pytorch_path)}
     plda: dict[str, np.ndarray] | None = None
 
     source = Path(pytorch_path).expanduser()

@@ -41,6 +41,8 @@ DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
     "segmentation": {"min_duration_off": 0.0},
     "clustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
 }
+# the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
+STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 
 
 @dataclasses.dataclass

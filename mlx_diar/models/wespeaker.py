@@ -26,6 +26,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, window_properties
 from mlx_diar.models._util import linear_dtype
 
@@ -38,7 +39,7 @@ _FBANK_KEYS = (*FBANK_OPTIONS, "fbank_centering_span")
 class WeSpeakerConfig:
     """Hyper-parameters of pyannote's WeSpeakerResNet34 (fbank options as pyannote names them)."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     num_channels: int = 1
     num_mel_bins: int = 80
     frame_length: float = 25.0

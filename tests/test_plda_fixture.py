@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness import plda, synth
+from harness.fixtures import read_statistics
 from mlx_diar.checkpoint import load_checkpoint
 
 
@@ -36,8 +37,8 @@ def test_plda_files_load_through_pyannote(fixture_root: Path) -> None:
     assert phi.shape == (128,) and np.all(phi > 0) and np.all(np.diff(phi) <= 0)
     # held-out speakers (stored by the build) land in a calibrated PLDA space: within-class
     # covariance close to the identity the model assumes
-    with np.load(fixture_root / "synthetic/statistics.npz") as data:
-        stats, labels = plda.labelled(data["eval_stats"], data["eval_labels"])
+    statistics, _, _ = read_statistics(fixture_root)
+    stats, labels = plda.labelled(statistics["eval_stats"], statistics["eval_labels"])
     weight, bias = _output_layer(fixture_root / "embedding/pytorch_model.bin")
     embeddings = stats @ weight.T + bias
     features = reference(embeddings)

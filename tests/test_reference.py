@@ -59,10 +59,10 @@ def test_recorded_lstm_layers_chain_to_the_monolithic_output(reference_run_10s) 
 
 
 def test_der_against_sample_rttm_is_finite(reference_run_10s, sample) -> None:
-    from harness.metrics import load_rttm, score, uem_for
+    from harness.metrics import reference_for, score, uem_for
 
     _, rttm = sample
-    reference = next(iter(load_rttm(rttm).values()))
+    reference = reference_for(rttm, "sample")
     result = score(reference, reference_run_10s.diarization, uem_for(10.0))
     assert np.isfinite(result["der"]) and np.isfinite(result["jer"])
     assert 0.0 <= result["der"] and result["scored_seconds"] > 0

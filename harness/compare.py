@@ -346,6 +346,9 @@ class Progress:
             self.bar.stop()
 
 
+SILENT = Progress(quiet=True, total=0)
+
+
 def timing_rows(file: str, variant: str, side: str, timings: dict[str, float], duration: float,
                 peak_mb: float, warmup_runs: int, baseline: dict[str, float] | None) -> list[TimingRow]:
     """One row per stage; `baseline` (pyannote's timings) gives the speed ratio of an MLX run."""
@@ -384,7 +387,7 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
     from mlx_diar.sources import resolve_pipeline
     from reference.runner import load_pipeline, run_reference
 
-    step = progress.step if progress is not None else (lambda text: None)
+    step = (progress or SILENT).step
     fixture = checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else checkpoint)
     fingerprint = source_fingerprint(resolved.root)
@@ -463,7 +466,7 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref):
 def compare_recording(item: AudioItem, session: Session, layer_items: int = 1,
                       progress: Progress | None = None) -> RecordingResult:
     """One recording: pyannote once, then every MLX variant of `session` against it."""
-    step = progress.step if progress is not None else (lambda text: None)
+    step = (progress or SILENT).step
     step(f"pyannote: {item.uri}")
     ref, pyannote_row, timing = run_pyannote(item, session.reference, layer_items)
     result = RecordingResult(uri=item.uri, layers=[], pipeline=[pyannote_row], timing=timing, uem=item.uem,

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from harness.memory import PeakRSS
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.errors import MlxDiarError, OptionError
+
+if TYPE_CHECKING:
+    from reference.runner import ReferenceRun
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
@@ -420,7 +423,7 @@ def _speakers(annotation) -> float:
     return np.nan if annotation is None else len(annotation.labels())
 
 
-def run_pyannote(item: AudioItem, pipeline, layer_items: int):
+def run_pyannote(item: AudioItem, pipeline, layer_items: int) -> tuple[ReferenceRun, PipelineRow, list[TimingRow]]:
     """pyannote on one file: (ReferenceRun, its pipeline row, its timing rows)."""
     from harness.metrics import score
     from reference.runner import run_reference
@@ -436,8 +439,9 @@ def run_pyannote(item: AudioItem, pipeline, layer_items: int):
     return ref, row, timing
 
 
-def run_mlx(item: AudioItem, variant: Variant, pipeline, ref):
-    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layer rows, timing rows)."""
+def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
+            ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
+    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing)."""
     from harness.metrics import score
 
     with PeakRSS() as rss:

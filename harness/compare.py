@@ -384,7 +384,10 @@ class Session:
 
 def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray,
                  progress: Progress | None = None) -> Session:
-    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded)."""
+    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded).
+
+    Every model stays resident during every measured run, so each side's peak RSS includes the other's models.
+    """
     from harness.fixtures import fixture_dir
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
     from mlx_diar.sources import resolve_pipeline

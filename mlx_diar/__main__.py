@@ -14,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from mlx_diar.audio import AudioWarning, rttm_uri
+from mlx_diar.audio import AudioWarning, load_audio, rttm_uri
 from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
 from mlx_diar.fsutil import atomic_write
 
@@ -115,8 +115,6 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str:
     """Diarize one file; returns its RTTM text. Audio warnings (clipping, silence) go to stderr as one line."""
-    from mlx_diar.audio import load_audio
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AudioWarning)
         waveform = load_audio(path)
@@ -169,8 +167,7 @@ def diarize(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
         except Exception as e:  # one bad file: one line, the others go on
             failed += 1
-            report(e if isinstance(e, USER_ERRORS) else RuntimeError(f"{path}: {type(e).__name__}: {e}"),
-                   args.debug)
+            report(e, args.debug, context="" if isinstance(e, USER_ERRORS) else f"{path}: {type(e).__name__}: ")
     if failed:
         print(f"error: {failed} of {len(args.audio)} files failed", file=sys.stderr)
     return 1 if failed else 0

@@ -41,12 +41,12 @@ class ModelDirError(MlxDiarError, RuntimeError):
 USER_ERRORS: tuple[type[BaseException], ...] = (MlxDiarError, OSError)
 
 
-def report(error: BaseException, debug: bool = False) -> int:
-    """Print `error` on stderr as one line `error: ...` (with the traceback first under --debug); returns 1."""
+def report(error: BaseException, debug: bool = False, context: str = "") -> int:
+    """Print `error` on stderr as one line `error: CONTEXT...` (the traceback first under --debug); returns 1."""
     if debug:
         traceback.print_exception(error, file=sys.stderr)
     message = " ".join(str(error).split()) or type(error).__name__
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {context}{message}", file=sys.stderr)
     return 1
 
 

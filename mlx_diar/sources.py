@@ -121,7 +121,7 @@ def resolve_pipeline(
     else:
         root = _hf_download(str(source), token, cache_dir)
         boundary = _hf_boundary(root)
-    config_path = trust.config_file(root, config or PIPELINE_FILE, boundary)
+    config_path = trust.config_file(root, PIPELINE_FILE if config is None else config, boundary)
     try:
         parsed = yaml.safe_load(config_path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:

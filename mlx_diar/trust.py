@@ -67,14 +67,15 @@ def inside(boundary: Path, path: Path, where: Path, field: str) -> Path:
     return path
 
 
-def relative_entry(text: str, where: Path, field: str) -> str:
+def relative_entry(text: str, where: Path, field: str, shown: str | None = None) -> str:
     """A relative path inside the directory: no absolute path, no `..`, no empty part, no `@revision`."""
+    shown = text if shown is None else shown
     if "@" in text:
-        raise UnsafeSourceError(f"{where}: {field} = {text!r} has a revision suffix (@...): it would load "
+        raise UnsafeSourceError(f"{where}: {field} = {shown!r} has a revision suffix (@...): it would load "
                                 "files of another revision than the one checked; remove it")
     parts = text.replace("\\", "/").split("/")
     if text.startswith(("/", "\\", "~")) or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
-        raise UnsafeSourceError(f"{where}: {field} = {text!r} is not a plain relative path inside the "
+        raise UnsafeSourceError(f"{where}: {field} = {shown!r} is not a plain relative path inside the "
                                 "pipeline directory (absolute paths, `..` and empty parts are refused)")
     return "/".join(parts)
 
@@ -107,7 +108,7 @@ def _mapping(value: Any, where: Path, field: str) -> dict[str, Any]:
 
 
 def _unknown(keys: Any, allowed: tuple[str, ...], where: Path, field: str) -> None:
-    extra = sorted(set(keys) - set(allowed))
+    extra = sorted(map(str, set(keys) - set(allowed)))
     if extra:
         raise UnsafeSourceError(f"{where}: {field}{'.' if field else ''}{extra[0]} is not allowed "
                                 f"(allowed: {', '.join(allowed)}); it could make pyannote instantiate or "
@@ -130,7 +131,7 @@ def _model_entry(value: Any, where: Path, field: str) -> str:
     if not isinstance(value, str) or not value.startswith(MODEL_PREFIX):
         raise UnsafeSourceError(f"{where}: {field} = {value!r} must be `$model/<subfolder>` (a folder of the "
                                 "pipeline directory); other forms would load files that are not checked")
-    return relative_entry(value[len(MODEL_PREFIX):], where, field)
+    return relative_entry(value[len(MODEL_PREFIX):], where, field, shown=value)
 
 
 def check_config(config: Any, where: Path) -> dict[str, str]:
@@ -147,7 +148,7 @@ def check_config(config: Any, where: Path) -> dict[str, str]:
     _unknown(config, _TOP_LEVEL, where, "")
     pipeline = _mapping(config["pipeline"], where, "pipeline")
     _unknown(pipeline, ("name", "params"), where, "pipeline")
-    if pipeline.get("name") not in PIPELINE_CLASSES:
+    if not isinstance(pipeline.get("name"), str) or pipeline["name"] not in PIPELINE_CLASSES:
         raise UnsafeSourceError(f"{where}: pipeline.name = {pipeline.get('name')!r} is not an allowed pipeline "
                                 f"class (allowed: {', '.join(sorted(PIPELINE_CLASSES))})")
     params = _mapping(pipeline.get("params", {}), where, "pipeline.params")

@@ -14,10 +14,12 @@ import soundfile as sf
 import mlx_diar.__main__ as cli
 
 BAD_OPTIONS = [
-    (["--num-speakers", "0"], "error: num_speakers = 0 must be between 1 and 1000 (leave it unset for an automatic count)"),
+    (["--num-speakers", "0"],
+     "error: num_speakers = 0 must be between 1 and 1000 (leave it unset for an automatic count)"),
     (["--num-speakers", "-3"], "error: num_speakers = -3 must be between 1 and 1000"),
     (["--num-speakers", "100000"], "error: num_speakers = 100000 must be between 1 and 1000"),
-    (["--min-speakers", "4", "--max-speakers", "2"], "error: min_speakers must be smaller than (or equal to) max_speakers"),
+    (["--min-speakers", "4", "--max-speakers", "2"],
+     "error: min_speakers must be smaller than (or equal to) max_speakers"),
     (["--num-speakers", "5", "--max-speakers", "2"], "error: num_speakers = 5 contradicts"),
     (["--num-speakers", "two"], "error: argument --num-speakers: invalid int value: 'two'"),
     (["--threshold", "nan"], "error: argument --threshold: must be a finite number"),

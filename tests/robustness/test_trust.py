@@ -84,6 +84,7 @@ def _pipeline(clean: Path, tmp_path: Path, edit, name: str = "config.yaml") -> P
     shutil.copytree(clean, root, copy_function=os.link)
     config = yaml.safe_load((clean / "config.yaml").read_text())
     edit(config)
+    (root / name).unlink(missing_ok=True)  # a hard link to clean/config.yaml: never write through it
     (root / name).write_text(yaml.safe_dump(config))
     return root
 

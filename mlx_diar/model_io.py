@@ -21,7 +21,7 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_diar.errors import ModelDirError
-from mlx_diar.fsutil import atomic_write
+from mlx_diar.fsutil import atomic_path, atomic_write
 from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34
 
@@ -103,13 +103,15 @@ def save_weights(directory: Path, arrays: dict[str, mx.array], dtype: str, shard
         size += array.nbytes
     metadata = {"format": "mlx", "dtype": dtype}
     if len(shards) == 1:
-        mx.save_safetensors(str(directory / WEIGHTS_FILE), shards[0], metadata=metadata)
-        return [WEIGHTS_FILE]
-    names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
-    weight_map = {}
+        names = [WEIGHTS_FILE]
+    else:
+        names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
     for name, shard in zip(names, shards):
-        mx.save_safetensors(str(directory / name), shard, metadata=metadata)
-        weight_map.update({key: name for key in shard})
+        with atomic_path(directory / name, suffix=".safetensors") as tmp:  # the umask's mode, not MLX's 0644
+            mx.save_safetensors(str(tmp), shard, metadata=metadata)
+    if len(shards) == 1:
+        return names
+    weight_map = {key: name for name, shard in zip(names, shards) for key in shard}
     atomic_write(directory / INDEX_FILE, json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
                                                     indent=1))
     return names

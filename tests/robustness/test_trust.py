@@ -89,12 +89,14 @@ def _pipeline(clean: Path, tmp_path: Path, edit, name: str = "config.yaml") -> P
     return root
 
 
-def _pyannote_runs(root: Path, config: str = "config.yaml") -> None:
-    """Control: hand the directory to pyannote.audio directly, as the reference runner used to."""
+def _control(root: Path, marker: Path, config: str = "config.yaml") -> None:
+    """Control: pyannote.audio handed the directory directly (as the reference runner used to) runs the payload."""
     from pyannote.audio import Pipeline
 
     with contextlib.suppress(Exception):
         Pipeline.from_pretrained(root / config)
+    assert marker.exists(), "control: the payload is live, pyannote runs it"
+    marker.unlink()
 
 
 def _refused(root: Path, marker: Path, field: str, config: str | None = None) -> str:
@@ -118,9 +120,7 @@ def test_pipeline_class_payload(clean, tmp_path, marker, payload_module) -> None
         config["pipeline"]["name"] = payload_module
 
     root = _pipeline(clean, tmp_path, edit)
-    _pyannote_runs(root)
-    assert marker.exists(), "control: pyannote instantiates the class config.yaml names"
-    marker.unlink()
+    _control(root, marker)
     _refused(root, marker, "pipeline.name")
 
 
@@ -129,9 +129,7 @@ def test_preprocessors_payload(clean, tmp_path, marker, payload_module) -> None:
         config["preprocessors"] = {"audio": {"name": payload_module, "params": {"x": 1}}}
 
     root = _pipeline(clean, tmp_path, edit)
-    _pyannote_runs(root)
-    assert marker.exists(), "control: pyannote instantiates every preprocessor"
-    marker.unlink()
+    _control(root, marker)
     _refused(root, marker, "preprocessors")
 
 
@@ -140,9 +138,7 @@ def test_subfolder_dict_payload(clean, tmp_path, marker, evil_checkpoint) -> Non
         config["pipeline"]["params"]["segmentation"] = {"checkpoint": str(evil_checkpoint.parent), "subfolder": "evil"}
 
     root = _pipeline(clean, tmp_path, edit)
-    _pyannote_runs(root)
-    assert marker.exists(), "control: pyannote unpickles the checkpoint a subfolder entry names"
-    marker.unlink()
+    _control(root, marker)
     _refused(root, marker, "pipeline.params.segmentation")
 
 
@@ -155,9 +151,7 @@ def test_other_config_with_models_outside(clean, tmp_path, marker, evil_checkpoi
         config["pipeline"]["params"]["segmentation"] = value
 
     root = _pipeline(clean, tmp_path, edit, name="other.yaml")
-    _pyannote_runs(root, "other.yaml")
-    assert marker.exists(), f"control: pyannote follows {value}"
-    marker.unlink()
+    _control(root, marker, "other.yaml")
     _refused(root, marker, "pipeline.params.segmentation", config="other.yaml")
 
 
@@ -170,9 +164,7 @@ def test_symlink_escape(clean, tmp_path, marker, evil_checkpoint, link) -> None:
     else:
         (root / "segmentation/pytorch_model.bin").unlink()
         (root / "segmentation/pytorch_model.bin").symlink_to(evil_checkpoint / "pytorch_model.bin")
-    _pyannote_runs(root)
-    assert marker.exists(), "control: pyannote follows the symlink"
-    marker.unlink()
+    _control(root, marker)
     message = _refused(root, marker, "pipeline.params.segmentation")
     assert "outside" in message
 

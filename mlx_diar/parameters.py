@@ -27,6 +27,7 @@ class Parameters:
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
+        object.__setattr__(self, "_given", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         for field in dataclasses.fields(self):
             value = self._typed(field.name, getattr(self, field.name), hints[field.name])
             object.__setattr__(self, field.name, value)
@@ -58,9 +59,9 @@ class Parameters:
         raise TypeError(f"{type(self).__name__}.{field}: unsupported parameter type {kind!r}")
 
     def require(self, field: str, ok: bool, what: str) -> None:
-        """Raise `OptionError` naming `field` and its value unless `ok`."""
+        """Raise `OptionError` naming `field` and its value as given unless `ok`."""
         if not ok:
-            raise OptionError(f"{self.name(field)} = {getattr(self, field)!r}: {what}")
+            raise OptionError(f"{self.name(field)} = {self._given[field]!r}: {what}")
 
     @classmethod
     def known(cls) -> list[str]:

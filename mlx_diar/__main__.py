@@ -66,8 +66,8 @@ def _number(low: float, integer: bool = False, strict: bool = False):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, "
                                              f"got {text!r}") from None
         if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, "
-                                             f"got {text!r}")
+            bound = f" {'>' if strict else '>='} {low:g}" if math.isfinite(low) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text!r}")
         return value
     return parse
 

@@ -202,7 +202,8 @@ def _check_role(config: dict[str, Any], role: str, where: Path) -> None:
     for name, value in entry["config"].items():
         if name in hints and not _type_ok(hints[name], value, name in _POSITIVE):
             bound = "> 0" if name in _POSITIVE else ">= 0"
-            raise ModelDirError(f"{where}: {role}.config.{name} = {value!r} is not a valid {hints[name]} "
+            kind = getattr(hints[name], "__name__", str(hints[name]))
+            raise ModelDirError(f"{where}: {role}.config.{name} = {value!r} is not a valid {kind} "
                                 f"(numbers {bound} and <= {_MAX_VALUE:g})")
 
 

@@ -1,0 +1,124 @@
+"""The corpus executor (mlx_diar.executor): backends, per-recording commits, resume, fault isolation.
+
+The mechanics run on a cheap task (reads the audio, optionally waits or crashes its worker); the
+real MLX diarization of a synthetic corpus runs in a process pool and on a local Ray cluster of
+two simulated nodes, and must give the same RTTMs as in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mlx_diar.corpus import CorpusEntry, from_dataset
+from mlx_diar.executor import RecordingTask, load_records, run_corpus
+
+
+class ReadTask(RecordingTask):
+    """Reads the audio (a NaN sample fails it); `crash` kills the worker process on that uri."""
+
+    def __init__(self, delay: float = 0.0, crash: str | None = None, version: str = "1") -> None:
+        self.delay, self.crash, self.fingerprint = delay, crash, f"read-{version}"
+        self.threads = None
+
+    def setup(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def __call__(self, entry: CorpusEntry) -> dict:
+        from mlx_diar.audio import load_audio
+
+        if entry.uri == self.crash:
+            os._exit(3)
+        waveform = load_audio(entry.audio)
+        time.sleep(self.delay)
+        return {"duration_s": len(waveform) / 16000, "threads": self.threads,
+                "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                "files": {f"out/{entry.uri}.txt": f"{entry.uri} {len(waveform)}\n"}}
+
+
+def tone_corpus(folder: Path, count: int, poison: str | None = None) -> list[CorpusEntry]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        x = np.sin(np.arange(16000 + 1600 * k) * 0.05).astype(np.float32)
+        if f"f{k}" == poison:
+            x[100] = np.nan
+        sf.write(folder / f"f{k}.wav", x, 16000, subtype="FLOAT")
+    return from_dataset(folder)
+
+
+def test_in_process_commits_each_recording_and_isolates_a_poisoned_one(tmp_path: Path) -> None:
+    entries = tone_corpus(tmp_path / "audio", 4, poison="f2")
+    summary = run_corpus(ReadTask(), entries, tmp_path / "out", workers=1, progress=False)
+    assert (summary.done, summary.failed, summary.skipped, summary.backend) == (3, 1, 0, "in-process")
+    records = load_records(tmp_path / "out")
+    assert records["f2"]["status"] == "failed" and "NaN" in records["f2"]["error"]
+    assert "\n" not in records["f2"]["error"]
+    assert records["f1"]["status"] == "done" and records["f1"]["files"] == ["out/f1.txt"]
+    assert (tmp_path / "out" / "out" / "f1.txt").read_text() == "f1 17600\n"
+    assert summary.audio_s == pytest.approx((16000 + 17600 + 20800) / 16000)
+
+
+def test_rerun_skips_finished_retries_failed_and_redoes_on_a_new_fingerprint(tmp_path: Path) -> None:
+    entries = tone_corpus(tmp_path / "audio", 3, poison="f1")
+    out = tmp_path / "out"
+    run_corpus(ReadTask(), entries, out, workers=1, progress=False)
+    first = load_records(out)
+    again = run_corpus(ReadTask(), entries, out, workers=1, progress=False)
+    assert (again.done, again.failed, again.skipped) == (0, 1, 2)  # the failed one is tried again
+    assert load_records(out)["f0"]["finished"] == first["f0"]["finished"]
+    assert run_corpus(ReadTask(), entries, out, workers=1, progress=False, redo=True).skipped == 0
+    changed = run_corpus(ReadTask(version="2"), entries, out, workers=1, progress=False)
+    assert (changed.done, changed.skipped) == (2, 0)
+    assert {r["fingerprint"] for r in load_records(out).values()} == {"read-2"}
+
+
+def test_pool_splits_threads_and_survives_a_dead_worker(tmp_path: Path) -> None:
+    entries = tone_corpus(tmp_path / "audio", 6)
+    summary = run_corpus(ReadTask(delay=0.2, crash="f3"), entries, tmp_path / "out", workers=2, threads=1,
+                         progress=False)
+    assert (summary.backend, summary.workers, summary.done, summary.failed) == ("process pool", 2, 5, 1)
+    records = load_records(tmp_path / "out")
+    assert records["f3"]["error"] == "worker process died (exit code 3)"
+    done = [r for r in records.values() if r["status"] == "done"]
+    assert {r["result"]["threads"] for r in done} == {1}
+    assert {r["result"]["blas_threads"] for r in done} == {"1"}  # set before the worker imported anything
+    assert len({r["worker"] for r in done}) >= 2  # two workers, and a replacement for the dead one
+
+
+RUN_SCRIPT = """
+import sys
+from pathlib import Path
+from mlx_diar.corpus import from_dataset
+from mlx_diar.executor import run_corpus
+from tests.test_corpus_executor import ReadTask
+run_corpus(ReadTask(delay=float(sys.argv[3])), from_dataset(sys.argv[1]), sys.argv[2], workers=1, progress=False)
+"""
+
+
+def test_a_killed_run_resumes_without_redoing_finished_recordings(tmp_path: Path) -> None:
+    tone_corpus(tmp_path / "audio", 8)
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", RUN_SCRIPT, str(tmp_path / "audio"), str(out)]
+    process = subprocess.Popen(command + ["1.0"], cwd=Path(__file__).parents[1], env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while len(load_records(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = load_records(out)
+    assert 2 <= len(before) < 8, "the run was not killed mid-way"
+    assert subprocess.run(command + ["0"], cwd=Path(__file__).parents[1], env=os.environ.copy()).returncode == 0
+    after = load_records(out)
+    assert len(after) == 8 and all(r["status"] == "done" for r in after.values())
+    for uri, record in before.items():
+        assert after[uri]["finished"] == record["finished"] and after[uri]["worker"] == record["worker"]
+    assert len({r["worker"] for r in after.values()}) == 2  # the killed run's and the rerun's

@@ -8,11 +8,15 @@ time and returns its rows, its scores (pyannote.metrics components, for the corp
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harness.synth import TEST_VOICES, make_conversation
+from mlx_diar.corpus import CorpusEntry
+from mlx_diar.executor import RecordingTask, fingerprint, record_name
 
 
 def make_corpus(folder: str | Path, count: int = 12, seed: int = 0, min_seconds: float = 4.0,
@@ -32,3 +36,106 @@ def make_corpus(folder: str | Path, count: int = 12, seed: int = 0, min_seconds:
             make_conversation(voices, seed=seed * 1000 + k, duration=duration, out=out, uri=out.name)
         paths.append(out.with_suffix(".wav"))
     return paths
+
+
+def item_for(entry: CorpusEntry):
+    """The `harness.compare.AudioItem` of an entry: waveform, reference (RTTM or protocol) and scored region."""
+    from harness.compare import AudioItem
+    from harness.metrics import load_uem, reference_for, uem_for
+    from mlx_diar.audio import load_audio
+
+    item = AudioItem(path=entry.audio, uri=entry.uri, waveform=load_audio(entry.audio))
+    item.reference = entry.annotation if entry.annotation is not None else (
+        reference_for(entry.rttm, entry.uri) if entry.rttm is not None else None)
+    if entry.annotated is not None:
+        item.uem = entry.annotated
+    else:
+        item.uem = load_uem(entry.uem, entry.uri) if entry.uem is not None else uem_for(item.duration)
+    return item
+
+
+class CompareTask(RecordingTask):
+    """`harness compare` on one recording per call; pyannote.audio and every MLX variant loaded once per worker."""
+
+    def __init__(self, checkpoint: str | None, variant_list: list, device: str, layer_items: int,
+                 source_fingerprint: str) -> None:
+        self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
+        self.layer_items = layer_items
+        self.fingerprint = fingerprint({"task": "compare", "source": source_fingerprint, "device": device,
+                                        "variants": [v.name for v in variant_list], "layer_items": layer_items})
+        self.session = None
+
+    def setup(self, threads: int | None) -> None:
+        from harness.compare import WARMUP_SECONDS, open_session
+        from harness.fixtures import sample_audio
+        from mlx_diar.audio import load_audio
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * 16000)]  # on this worker's machine
+        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup)
+
+    def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
+        from harness.compare import compare_recording
+        from harness.metrics import components
+
+        item = item_for(entry)
+        result = compare_recording(item, self.session, self.layer_items)
+        d = result.diarizations
+        seconds = {(row.variant): row.seconds for row in result.timing if row.stage == "total"}
+        sides: dict[str, Any] = {}
+        files = {f"rttm/{record_name(entry.uri)}.pyannote.rttm": d.pyannote.to_rttm()}
+        if d.reference is not None:
+            files[f"rttm/{record_name(entry.uri)}.reference.rttm"] = d.reference.to_rttm()
+        for name, hypothesis in [("pyannote", d.pyannote), *d.mlx.items()]:
+            sides[name] = {"seconds": seconds[name], "speakers": len(hypothesis.labels()),
+                           "vs_reference": components(d.reference, hypothesis, item.uem) if d.reference else None}
+            if name != "pyannote":
+                sides[name]["vs_pyannote"] = components(d.pyannote, hypothesis, item.uem)
+                files[f"rttm/{record_name(entry.uri)}.{name}.rttm"] = hypothesis.to_rttm()
+        return {"duration_s": item.duration,
+                "reference_speakers": len(d.reference.labels()) if d.reference is not None else None,
+                "uem": [[s.start, s.end] for s in item.uem],
+                "sides": sides,
+                "rows": {"layers": [dataclasses.asdict(r) for r in result.layers],
+                         "pipeline": [dataclasses.asdict(r) for r in result.pipeline],
+                         "timing": [dataclasses.asdict(r) for r in result.timing]},
+                "files": files}
+
+
+def records_rows(records: list[dict[str, Any]]) -> dict[str, list]:
+    """The typed report rows (`harness.rows`) of every done record, in corpus order, plus the corpus rows."""
+    from harness.corpus_report import corpus_pipeline_rows
+    from harness.rows import LayerRow, PipelineRow, TimingRow
+
+    done = [r for r in records if r.get("status") == "done"]
+    rows: dict[str, list] = {"layers": [], "pipeline": [], "timing": []}
+    for record in done:
+        for key, row_type in (("layers", LayerRow), ("pipeline", PipelineRow), ("timing", TimingRow)):
+            rows[key] += [row_type(**row) for row in record["result"]["rows"][key]]
+    if len(done) > 1:
+        rows["pipeline"] += [PipelineRow(**row) for row in corpus_pipeline_rows(done)]
+    return rows
+
+
+def records_diarizations(out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """{uri: harness.rows.Diarizations} read back from the RTTMs the records wrote (for report.html)."""
+    from harness.metrics import load_rttm
+    from harness.rows import Diarizations
+    from pyannote.core import Annotation
+
+    def read(name: str, uri: str):
+        path = out / name
+        return load_rttm(path).get(uri, Annotation(uri=uri)) if path.is_file() else None
+
+    diarizations = {}
+    for record in (r for r in records if r.get("status") == "done"):
+        uri, stem = record["uri"], f"rttm/{record_name(record['uri'])}"
+        sides = [name for name in record["result"]["sides"] if name != "pyannote"]
+        diarizations[uri] = Diarizations(duration=record["result"]["duration_s"],
+                                         pyannote=read(f"{stem}.pyannote.rttm", uri),
+                                         reference=read(f"{stem}.reference.rttm", uri),
+                                         mlx={name: read(f"{stem}.{name}.rttm", uri) for name in sides})
+    return diarizations

@@ -168,3 +168,11 @@ def corpus_markdown(records: list[dict[str, Any]], run_line: str, worst: int = 2
         lines += [f"- `{r['uri']}`: {r.get('error')}" for r in failed]
         lines.append("")
     return "\n".join(lines)
+
+
+def corpus_pipeline_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pipeline.csv's corpus rows (file "(all)") from the summed components, one per side."""
+    return [{"file": "(all)", "variant": row["side"], "side": "pyannote" if row["side"] == "pyannote" else "mlx",
+             "duration_s": row["audio_h"] * 3600, "der_vs_reference": row["der_vs_reference"],
+             "jer_vs_reference": row["jer_vs_reference"], "der_vs_pyannote": row.get("der_vs_pyannote", math.nan),
+             "jer_vs_pyannote": row.get("jer_vs_pyannote", math.nan)} for row in overall_rows(records)]

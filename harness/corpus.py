@@ -139,3 +139,58 @@ def records_diarizations(out: Path, records: list[dict[str, Any]]) -> dict[str, 
                                          reference=read(f"{stem}.reference.rttm", uri),
                                          mlx={name: read(f"{stem}.{name}.rttm", uri) for name in sides})
     return diarizations
+
+
+def compare_corpus(args, report_meta) -> int:
+    """`harness compare` on a corpus (`--dataset/--manifest/--protocol`, `--workers`, `--ray`): resumable records
+    under `--out`, then the usual reports and `corpus.md` over every done recording.
+
+    `report_meta(out, failures, checkpoint_meta, fixture)` gives the reports' meta (harness.compare).
+    Exit status: the number of failed recordings (at most 100), 130 after Ctrl-C, else 1 when
+    `--check` finds a missed target, else 0.
+    """
+    import sys
+
+    from harness.compare import checkpoint_meta, converted_model, first_failure, source_fingerprint, variants
+    from harness.corpus_report import corpus_markdown
+    from harness.fixtures import fixture_dir
+    from harness.report import write_reports
+    from mlx_diar import corpus
+    from mlx_diar.executor import run_corpus
+    from mlx_diar.fsutil import atomic_write
+    from mlx_diar.sources import resolve_pipeline
+
+    entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
+                             protocol=args.protocol, subset=args.subset, database=args.database)
+    out = args.out
+    variant_list = variants(args.dtype, args.quantize, args.q_group_size)
+    fixture = args.checkpoint is None
+    resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
+    source = source_fingerprint(resolved.root)
+    for variant in variant_list:  # converted once here: the workers of this machine share the cache
+        converted_model(resolved.root, source, variant)
+    task = CompareTask(args.checkpoint, variant_list, args.device, args.layer_items, source)
+    summary = run_corpus(task, entries, out, workers=args.workers, ray=args.ray, threads=args.threads,
+                         redo=args.redo, progress=not args.quiet)
+    corpus_md = atomic_write(out / "corpus.md", corpus_markdown(summary.records, summary.line()))
+    if any(r["status"] == "done" for r in summary.records):
+        rows = records_rows(summary.records)
+        failures = first_failure(rows["layers"], rows["pipeline"])
+        meta = report_meta(out, failures, checkpoint_meta(resolved, fixture), fixture)
+        write_reports(out, rows["layers"], rows["pipeline"], rows["timing"], meta,
+                      records_diarizations(out, summary.records))
+        print(meta["verdict"]["text"])
+    else:
+        failures = []
+    print(summary.line())
+    print(corpus_md)
+    if summary.failed:
+        print(f"error: {summary.failed} of {len(entries)} recordings failed (see {corpus_md})", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: run the same command again to resume ({out}/records)", file=sys.stderr)
+    if summary.exit_status:
+        return summary.exit_status
+    if args.check and failures:
+        print(f"check failed: {failures[0]}", file=sys.stderr)
+        return 1
+    return 0

@@ -74,6 +74,11 @@ class RunSummary:
         """Seconds of audio processed in this run (skipped recordings excluded)."""
         return sum(r.get("duration_s") or 0.0 for r in self.records if r.get("ran_now"))
 
+    @property
+    def exit_status(self) -> int:
+        """130 after Ctrl-C, else the number of failed recordings (at most 100), 0 when all are done."""
+        return 130 if self.interrupted else min(self.failed, 100)
+
     def line(self) -> str:
         """One line: counts, audio processed, wall-clock, real-time factor and throughput."""
         rate = f", {self.audio_s / 3600 / (self.wall_s / 3600):.1f} audio h/h" if self.wall_s and self.audio_s else ""
@@ -155,7 +160,7 @@ def run_entry(task: RecordingTask, entry: CorpusEntry) -> dict[str, Any]:
 
 def _safe_relative(out: Path, name: str) -> Path:
     target = (out / name).resolve()
-    if not target.is_relative_to(out.resolve()) or name.startswith(RECORDS):
+    if not target.is_relative_to(out.resolve()) or Path(name).parts[0] == RECORDS:
         raise OptionError(f"result file {name!r} would be written outside {out} or over its records")
     return target
 
@@ -491,4 +496,4 @@ class DiarizeTask(RecordingTask):
         output = self.pipeline.apply(waveform, uri=entry.uri, **self.speakers)
         annotation = output.exclusive_speaker_diarization if self.exclusive else output.speaker_diarization
         return {"duration_s": len(waveform) / 16000, "speakers": len(annotation.labels()),
-                "timings": output.timings, "files": {f"rttm/{record_name(entry.uri)}.rttm": annotation.to_rttm()}}
+                "timings": output.timings, "files": {f"{record_name(entry.uri)}.rttm": annotation.to_rttm()}}

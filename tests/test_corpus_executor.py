@@ -122,3 +122,85 @@ def test_a_killed_run_resumes_without_redoing_finished_recordings(tmp_path: Path
     for uri, record in before.items():
         assert after[uri]["finished"] == record["finished"] and after[uri]["worker"] == record["worker"]
     assert len({r["worker"] for r in after.values()}) == 2  # the killed run's and the rerun's
+
+
+# ---------------------------------------------------------------------------------------------- MLX diarization
+@pytest.fixture(scope="module")
+def synth_corpus(tmp_path_factory) -> list[CorpusEntry]:
+    """12 synthetic conversations (5-13 s, 2-3 speakers) and one poisoned file (a NaN sample)."""
+    from harness.corpus import make_corpus
+
+    folder = tmp_path_factory.mktemp("synth")
+    paths = make_corpus(folder, 12)
+    x, sr = sf.read(paths[0], dtype="float32")
+    x[sr] = np.nan
+    sf.write(folder / "poisoned.wav", x, sr, subtype="FLOAT")
+    return from_dataset(folder)
+
+
+def rttms(out: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted(out.glob("*.rttm"))}
+
+
+@pytest.fixture(scope="module")
+def in_process(mlx_model_dir: Path, synth_corpus, tmp_path_factory) -> dict[str, str]:
+    """RTTMs of the corpus diarized in this process (what the other backends must reproduce)."""
+    from mlx_diar.executor import DiarizeTask
+
+    out = tmp_path_factory.mktemp("in-process")
+    summary = run_corpus(DiarizeTask(mlx_model_dir), synth_corpus, out, workers=1, progress=False)
+    assert (summary.done, summary.failed) == (12, 1)
+    return rttms(out)
+
+
+def test_process_pool_diarizes_the_corpus_like_one_process(mlx_model_dir, synth_corpus, in_process,
+                                                          tmp_path: Path) -> None:
+    from mlx_diar.executor import DiarizeTask
+
+    summary = run_corpus(DiarizeTask(mlx_model_dir), synth_corpus, tmp_path, workers=2, progress=False)
+    assert (summary.backend, summary.done, summary.failed) == ("process pool", 12, 1)
+    records = load_records(tmp_path)
+    assert "NaN" in records["poisoned"]["error"]
+    assert len({r["worker"] for r in records.values() if r["status"] == "done"}) == 2
+    assert rttms(tmp_path) == in_process
+    assert all(text.count("SPEAKER") >= 2 for text in in_process.values())
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of two simulated nodes with one CPU each."""
+    cluster_utils = pytest.importorskip("ray.cluster_utils", reason='Ray is the "cluster" extra')
+    cluster = cluster_utils.Cluster(initialize_head=True,
+                                    head_node_args={"num_cpus": 1, "object_store_memory": 80 * 2**20})
+    cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
+    yield cluster
+    cluster.shutdown()
+
+
+def test_ray_cluster_diarizes_the_corpus_like_one_process(ray_cluster, mlx_model_dir, synth_corpus, in_process,
+                                                         tmp_path: Path) -> None:
+    from mlx_diar.executor import DiarizeTask
+
+    summary = run_corpus(DiarizeTask(mlx_model_dir), synth_corpus, tmp_path, ray=ray_cluster.address,
+                         progress=False)
+    assert (summary.backend, summary.workers, summary.done, summary.failed) == ("ray", 2, 12, 1)
+    records = load_records(tmp_path)
+    assert "NaN" in records["poisoned"]["error"]
+    assert len({r["worker"] for r in records.values() if r["status"] == "done"}) == 2  # one actor per node
+    assert rttms(tmp_path) == in_process
+
+
+def test_corpus_throughput_one_vs_two_workers(benchmark, mlx_model_dir, synth_corpus, tmp_path: Path) -> None:
+    """Audio hours per hour of MLX diarization with 1 and 2 workers (models loaded once per worker, included)."""
+    from mlx_diar.executor import DiarizeTask
+
+    entries = [e for e in synth_corpus if e.uri != "poisoned"]
+    one = run_corpus(DiarizeTask(mlx_model_dir), entries, tmp_path / "one", workers=1, progress=False)
+    two = benchmark.pedantic(run_corpus, args=(DiarizeTask(mlx_model_dir), entries, tmp_path / "two"),
+                             kwargs={"workers": 2, "progress": False}, rounds=1, iterations=1)
+    throughput = {n: s.audio_s / s.wall_s for n, s in ((1, one), (2, two))}
+    benchmark.extra_info.update({"audio_h_per_h_1_worker": round(throughput[1], 2),
+                                 "audio_h_per_h_2_workers": round(throughput[2], 2),
+                                 "speedup_2_vs_1": round(throughput[2] / throughput[1], 3)})
+    print(f"\n1 worker: {one.line()}\n2 workers: {two.line()}\nspeed-up {throughput[2] / throughput[1]:.2f}x")
+    assert one.done == two.done == len(entries)

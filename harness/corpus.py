@@ -19,16 +19,16 @@ from mlx_diar.corpus import CorpusEntry
 from mlx_diar.executor import RecordingTask, fingerprint, record_name
 
 
-def make_corpus(folder: str | Path, count: int = 12, seed: int = 0, min_seconds: float = 4.0,
-                max_seconds: float = 8.0) -> list[Path]:
+def make_corpus(folder: str | Path, count: int = 12, seed: int = 0, speakers: tuple[int, ...] = (2, 2, 3),
+                min_seconds: float = 4.0, max_seconds: float = 8.0) -> list[Path]:
     """`count` synthetic conversations with their RTTMs in `folder` (`synth<k>.wav` + `synth<k>.rttm`; files
-    already there are kept), deterministic: two test voices (one in three: three voices, ~11 s), at least
-    `min_seconds`-`max_seconds` of speech."""
+    already there are kept), deterministic. Recording k has `speakers[k % len(speakers)]` test voices, one
+    sentence each at least (two voices: 5-9 s; three: 10-13 s), and `min_seconds`-`max_seconds` of speech."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     paths = []
     for k in range(count):
-        voices = [TEST_VOICES[int(i)] for i in rng.choice(len(TEST_VOICES), size=2 + int(k % 3 == 2),
+        voices = [TEST_VOICES[int(i)] for i in rng.choice(len(TEST_VOICES), size=speakers[k % len(speakers)],
                                                         replace=False)]
         duration = float(rng.uniform(min_seconds, max_seconds))
         out = folder / f"synth{k:03d}"

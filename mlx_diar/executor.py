@@ -81,7 +81,7 @@ class RunSummary:
 
     def line(self) -> str:
         """One line: counts, audio processed, wall-clock, real-time factor and throughput."""
-        rate = f", {self.audio_s / 3600 / (self.wall_s / 3600):.1f} audio h/h" if self.wall_s and self.audio_s else ""
+        rate = f", {self.audio_s / self.wall_s:.2f} audio h/h" if self.wall_s and self.audio_s else ""
         rtf = f", RTF {self.wall_s / self.audio_s:.3f}" if self.audio_s else ""
         stop = " (interrupted)" if self.interrupted else ""
         return (f"{self.done} done, {self.skipped} skipped (finished before), {self.failed} failed{stop}; "

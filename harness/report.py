@@ -9,14 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
+from mlx_diar.fsutil import atomic_write
 
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
@@ -26,36 +27,22 @@ REL_L2_FLOOR = 1e-12  # an exact match is drawn here on the log-scale layer plot
 DASH = "–"
 
 
-def write_reports(out_dir: Path, layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame,
-                  meta: dict, annotations: dict) -> dict[str, Path]:
-    """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}."""
+def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[PipelineRow],
+                  timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations]) -> dict[str, Path]:
+    """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
+
+    Each file is written atomically (`mlx_diar.fsutil.atomic_write`): a report is complete or absent.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = to_frame(layers, LayerRow), to_frame(pipeline, PipelineRow), to_frame(timing, TimingRow)
     contents = {
-        "layers.csv": layers.to_csv(index=False),
-        "pipeline.csv": pipeline.to_csv(index=False),
-        "timing.csv": timing.to_csv(index=False),
-        "summary.md": summary_markdown(layers, pipeline, timing, meta),
-        "report.html": report_html(layers, pipeline, timing, meta, annotations),
+        "layers.csv": frames[0].to_csv(index=False),
+        "pipeline.csv": frames[1].to_csv(index=False),
+        "timing.csv": frames[2].to_csv(index=False),
+        "summary.md": summary_markdown(*frames, meta),
+        "report.html": report_html(*frames, meta, diarizations),
     }
-    paths = {}
-    for name, text in contents.items():
-        paths[name] = out_dir / name
-        _write_atomic(paths[name], text)
-    return paths
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the reports private
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    return {name: atomic_write(out_dir / name, text) for name, text in contents.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +262,7 @@ def _e(value: Any) -> str:
 
 
 def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                annotations: dict) -> str:
+                diarizations: dict[str, Diarizations]) -> str:
     """The whole report as one HTML document with no external resources."""
     import matplotlib
 
@@ -286,7 +273,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         layer_plots = [_img(_layer_plot(layers[layers["model"] == m], str(m)), f"relative L2 error per layer: {m}")
                        for m in layers["model"].unique()]
         timelines = [_img(_timeline_plot(file, entry), f"diarization timeline: {file}")
-                     for file, entry in annotations.items()]
+                     for file, entry in diarizations.items()]
         timing_plots = [_img(_timing_plot(timing[timing["file"] == f], str(f)), f"time per stage: {f}")
                         for f in timing["file"].unique()]
     failures = meta.get("failures", [])
@@ -391,15 +378,15 @@ def _layer_plot(layers: pd.DataFrame, model: str) -> Any:
     return fig
 
 
-def _timeline_plot(file: Any, entry: dict) -> Any:
+def _timeline_plot(file: Any, entry: Diarizations) -> Any:
     """Reference, pyannote and every MLX variant as rows; each speaker a coloured lane within its row."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    rows = [("reference", entry["reference"])] if entry.get("reference") is not None else []
-    rows += [("pyannote", entry["pyannote"])]
-    rows += [(f"mlx {variant}", ann) for variant, ann in entry.get("mlx", {}).items()]
+    rows = [("reference", entry.reference)] if entry.reference is not None else []
+    rows += [("pyannote", entry.pyannote)]
+    rows += [(f"mlx {variant}", ann) for variant, ann in entry.mlx.items()]
     labels = sorted({label for _, ann in rows for label in ann.labels()}, key=str)
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     colours = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
@@ -413,7 +400,7 @@ def _timeline_plot(file: Any, entry: dict) -> Any:
             ax.broken_barh(spans, (r - 0.4 + k * lane, 0.9 * lane), facecolors=colours[speaker])
     ax.set_yticks(range(len(rows)), [_mpl(name) for name, _ in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, float(entry.get("duration") or ax.get_xlim()[1]))
+    ax.set_xlim(0, float(entry.duration or ax.get_xlim()[1]))
     ax.set_xlabel("time (s)")
     ax.set_title(_mpl(file))
     ax.grid(True, axis="x", alpha=0.3)

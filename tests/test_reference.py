@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from reference.runner import load_bundle, save_bundle
 
@@ -53,16 +54,57 @@ def test_bundle_holds_named_layers_and_stages(reference_run_10s, tmp_path: Path)
     assert len(arrays["speaker_embeddings"]) == len(meta["labels"])
 
 
+def test_clustering_is_recorded_for_the_call_only(reference_pipeline, reference_run_10s) -> None:
+    """The recording wrapper leaves pyannote's pipeline as it was: same clustering object, same class."""
+    from pyannote.audio.pipelines.clustering import VBxClustering
+
+    assert type(reference_pipeline.clustering) is VBxClustering
+    assert "clustering" not in vars(reference_pipeline)
+    assert reference_run_10s.meta["timings"]["clustering"] > 0
+
+
+def test_record_clustering_restores_the_pipeline_after_an_error() -> None:
+    from pyannote.pipeline import Pipeline
+    from pyannote.pipeline.parameter import Uniform
+
+    from reference.runner import record_clustering
+
+    class Clustering(Pipeline):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threshold = Uniform(0.0, 1.0)
+
+        def __call__(self, labels):
+            return np.asarray(labels), None, np.eye(2)
+
+    class Diarization(Pipeline):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clustering = Clustering()
+
+    pipeline = Diarization().instantiate({"clustering": {"threshold": 0.3}})
+    original = pipeline.clustering
+    with pytest.raises(RuntimeError, match="later stage"):
+        with record_clustering(pipeline) as recorder:
+            assert pipeline.clustering.threshold == 0.3  # attributes reach the wrapped clustering
+            pipeline.clustering([0, 1, 1])
+            raise RuntimeError("a later stage failed")
+    assert pipeline.clustering is original and "clustering" not in vars(pipeline)
+    assert pipeline.parameters(instantiated=True) == {"clustering": {"threshold": 0.3}}
+    np.testing.assert_array_equal(recorder.arrays["hard_clusters"], [0, 1, 1])
+    np.testing.assert_array_equal(recorder.arrays["centroids"], np.eye(2))
+
+
 def test_recorded_lstm_layers_chain_to_the_monolithic_output(reference_run_10s) -> None:
     arrays = reference_run_10s.arrays
     np.testing.assert_allclose(arrays["layers/segmentation/lstm.3"], arrays["layers/segmentation/lstm"], atol=1e-6)
 
 
 def test_der_against_sample_rttm_is_finite(reference_run_10s, sample) -> None:
-    from harness.metrics import load_rttm, score, uem_for
+    from harness.metrics import reference_for, score, uem_for
 
     _, rttm = sample
-    reference = next(iter(load_rttm(rttm).values()))
+    reference = reference_for(rttm, "sample")
     result = score(reference, reference_run_10s.diarization, uem_for(10.0))
     assert np.isfinite(result["der"]) and np.isfinite(result["jer"])
     assert 0.0 <= result["der"] and result["scored_seconds"] > 0

@@ -33,7 +33,6 @@ from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.errors import MlxDiarError, OptionError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 WARMUP_SECONDS = 10.0
 
@@ -81,12 +80,9 @@ def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
     from harness.fixtures import sample_audio
 
     if dataset is not None:
-        if not dataset.is_dir():
-            raise OptionError(f"--dataset {dataset}: not a directory")
-        paths = sorted(p for p in dataset.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-        if not paths:
-            raise OptionError(f"--dataset {dataset}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-        return paths
+        from mlx_diar.corpus import from_dataset
+
+        return [entry.audio for entry in from_dataset(dataset)]
     return [Path(p) for p in audio] if audio else [Path(sample_audio()[0])]
 
 
@@ -559,6 +555,14 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (RTTM beside them is used)")
     source.add_argument("--dataset", type=Path, default=None, help="folder of audio + same-named .rttm (+ .uem)")
+    source.add_argument("--manifest", type=Path, default=None, help="JSONL: audio, uri, rttm, uem per line")
+    source.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
+    parser.add_argument("--subset", default="test", help="protocol subset: train, development, test")
+    parser.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores/workers)")
+    parser.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "all"), default="float32")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64)
@@ -580,6 +584,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str], checkpoint: dict[str, Any],
+                fixture: bool, corpus: bool = False) -> dict[str, Any]:
+    """The reports' meta: verdict, machine, versions, checkpoint, warm-up and the command."""
+    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
+                    "PASS: every parity target of harness/targets.py is met")
+    warmup = (f"pyannote's bundled sample, first {WARMUP_SECONDS:g} s, once per side and worker" if corpus else
+              f"{WARMUP_SECONDS:g} s of the first file")
+    return {
+        "title": "mlx-diar parity report: MLX vs pyannote.audio",
+        "verdict": {"passed": not failures, "text": verdict_text},
+        "failures": failures,
+        "machine": machine_info(args.device),
+        "versions": versions(),
+        "checkpoint": checkpoint,
+        "seeded_parts": SEEDED_PARTS if fixture else [],
+        "warmup": f"1 warm-up run per side ({warmup}) excluded from timings",
+        "created": created.isoformat(timespec="seconds"),
+        "command": "python -m harness compare " + " ".join(argv),
+    }
+
+
 def _compare(args, argv: list[str]) -> int:
     """`main` after parsing: check every input and the output folder, measure, write the reports."""
     from harness.report import write_reports
@@ -589,27 +614,19 @@ def _compare(args, argv: list[str]) -> int:
         raise OptionError(f"--layer-items {args.layer_items}: must be at least 1")
     created = dt.datetime.now(dt.timezone.utc)
     out = writable_dir(args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}")
+    if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
+        from harness.corpus import compare_corpus
+
+        return compare_corpus(args, out, lambda failures, checkpoint, fixture: report_meta(
+            args, argv, created, failures, checkpoint, fixture, corpus=True))
     items = collect_audio(args.audio, args.dataset)
     result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
     failures = first_failure(result.layers, result.pipeline)
-    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
-                    "PASS: every parity target of harness/targets.py is met")
-    meta = {
-        "title": "mlx-diar parity report: MLX vs pyannote.audio",
-        "verdict": {"passed": not failures, "text": verdict_text},
-        "failures": failures,
-        "machine": machine_info(args.device),
-        "versions": versions(),
-        "checkpoint": result.meta["checkpoint"],
-        "seeded_parts": SEEDED_PARTS if result.meta["fixture"] else [],
-        "warmup": f"1 warm-up run per side ({WARMUP_SECONDS:g} s of the first file) excluded from timings",
-        "created": created.isoformat(timespec="seconds"),
-        "command": "python -m harness compare " + " ".join(argv),
-    }
+    meta = report_meta(args, argv, created, failures, result.meta["checkpoint"], result.meta["fixture"])
     paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations)
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
-    print(verdict_text)
+    print(meta["verdict"]["text"])
     print(paths["summary.md"])
     if args.check and failures:
         print(f"check failed: {failures[0]}", file=sys.stderr)

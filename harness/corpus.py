@@ -134,21 +134,22 @@ def records_diarizations(out: Path, records: list[dict[str, Any]]) -> dict[str, 
     for record in (r for r in records if r.get("status") == "done"):
         uri, stem = record["uri"], f"rttm/{record_name(record['uri'])}"
         sides = [name for name in record["result"]["sides"] if name != "pyannote"]
-        diarizations[uri] = Diarizations(duration=record["result"]["duration_s"],
+        diarizations[uri] = Diarizations(duration=record["duration_s"],
                                          pyannote=read(f"{stem}.pyannote.rttm", uri),
                                          reference=read(f"{stem}.reference.rttm", uri),
                                          mlx={name: read(f"{stem}.{name}.rttm", uri) for name in sides})
     return diarizations
 
 
-def compare_corpus(args, report_meta) -> int:
+def compare_corpus(args, out: Path, report_meta) -> int:
     """`harness compare` on a corpus (`--dataset/--manifest/--protocol`, `--workers`, `--ray`): resumable records
     under `--out`, then the usual reports and `corpus.md` over every done recording.
 
-    `report_meta(out, failures, checkpoint_meta, fixture)` gives the reports' meta (harness.compare).
+    `report_meta(failures, checkpoint_meta, fixture)` gives the reports' meta (harness.compare).
     Exit status: the number of failed recordings (at most 100), 130 after Ctrl-C, else 1 when
     `--check` finds a missed target, else 0.
     """
+    import json
     import sys
 
     from harness.compare import checkpoint_meta, converted_model, first_failure, source_fingerprint, variants
@@ -162,7 +163,6 @@ def compare_corpus(args, report_meta) -> int:
 
     entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
                              protocol=args.protocol, subset=args.subset, database=args.database)
-    out = args.out
     variant_list = variants(args.dtype, args.quantize, args.q_group_size)
     fixture = args.checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
@@ -176,9 +176,10 @@ def compare_corpus(args, report_meta) -> int:
     if any(r["status"] == "done" for r in summary.records):
         rows = records_rows(summary.records)
         failures = first_failure(rows["layers"], rows["pipeline"])
-        meta = report_meta(out, failures, checkpoint_meta(resolved, fixture), fixture)
+        meta = report_meta(failures, checkpoint_meta(resolved, fixture), fixture)
         write_reports(out, rows["layers"], rows["pipeline"], rows["timing"], meta,
                       records_diarizations(out, summary.records))
+        atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
         print(meta["verdict"]["text"])
     else:
         failures = []

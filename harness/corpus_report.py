@@ -50,7 +50,7 @@ def overall_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for side in side_names(done):
         mine = [r for r in done if side in r["result"]["sides"]]
-        audio = sum(r["result"]["duration_s"] for r in mine)
+        audio = sum(r["duration_s"] for r in mine)
         seconds = sum(r["result"]["sides"][side]["seconds"] for r in mine)
         versus_reference = _rates(mine, side, "vs_reference")
         row = {"side": side, "files": len(mine), "audio_h": audio / 3600,
@@ -73,7 +73,7 @@ def grouped_rows(records: list[dict[str, Any]], by: str) -> list[dict[str, Any]]
     groups: dict[Any, list[dict[str, Any]]] = {}
     for record in done:
         result = record["result"]
-        key = (duration_bucket(result["duration_s"]) if by == "duration" else result.get("reference_speakers"))
+        key = (duration_bucket(record["duration_s"]) if by == "duration" else result.get("reference_speakers"))
         if key is not None:
             groups.setdefault(key, []).append(record)
     order = [name for _, _, name in DURATION_BUCKETS] if by == "duration" else sorted(groups)
@@ -83,7 +83,7 @@ def grouped_rows(records: list[dict[str, Any]], by: str) -> list[dict[str, Any]]
         for side in side_names(members):
             versus = _rates(members, side, "vs_reference")
             row = {by: key, "side": side, "files": len(members),
-                   "audio_h": sum(r["result"]["duration_s"] for r in members) / 3600,
+                   "audio_h": sum(r["duration_s"] for r in members) / 3600,
                    "der_vs_reference": versus["der"], "jer_vs_reference": versus["jer"]}
             if side != "pyannote":
                 row["der_vs_pyannote"] = _rates(members, side, "vs_pyannote")["der"]
@@ -104,12 +104,12 @@ def file_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry = result["sides"][side]
             versus_reference = corpus_rates([entry["vs_reference"]]) if entry.get("vs_reference") else {}
             versus_pyannote = corpus_rates([entry["vs_pyannote"]]) if entry.get("vs_pyannote") else {}
-            rows.append({"file": record["uri"], "side": side, "duration_s": result["duration_s"],
+            rows.append({"file": record["uri"], "side": side, "duration_s": record["duration_s"],
                          "reference_speakers": result.get("reference_speakers"), "speakers": entry.get("speakers"),
                          "der_vs_reference": versus_reference.get("der", math.nan),
                          "jer_vs_reference": versus_reference.get("jer", math.nan),
                          "der_vs_pyannote": versus_pyannote.get("der", math.nan),
-                         "seconds": entry["seconds"], "rtf": entry["seconds"] / result["duration_s"]})
+                         "seconds": entry["seconds"], "rtf": entry["seconds"] / record["duration_s"]})
     mlx = next((s for s in sides if s != "pyannote"), "pyannote")
 
     def worst_first(uri: str) -> tuple[float, float]:

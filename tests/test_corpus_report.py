@@ -39,8 +39,8 @@ def records(files) -> list[dict]:
                  "float32": {"seconds": duration / 4, "speakers": len(hypothesis.labels()),
                              "vs_reference": components(reference, hypothesis, uem),
                              "vs_pyannote": components(reference, hypothesis, uem)}}
-        out.append({"uri": uri, "status": "done", "result": {"duration_s": duration, "sides": sides,
-                                                             "reference_speakers": len(reference.labels())}})
+        out.append({"uri": uri, "status": "done", "duration_s": duration,
+                    "result": {"sides": sides, "reference_speakers": len(reference.labels())}})
     out.append({"uri": "broken", "status": "failed", "error": "AudioError: broken.wav: cannot decode", "result": None})
     return out
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_diar.checkpoint import CheckpointError, read_checkpoint
+from mlx_diar.checkpoint import read_checkpoint
+from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
+from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
 from mlx_diar.model_io import (
     ARCHITECTURES,
     DEFAULT_SHARD_SIZE,
@@ -86,6 +87,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _check_output(mlx_path: Path, sources: list[Path], force: bool) -> None:
+    """Refuse an output directory that would destroy an input or content that is not a converted model.
+
+    The output may not equal, lie inside, or contain any file or directory read. An existing
+    non-empty output is replaced only with `force`, and only when it is an mlx-diar model
+    directory (a config.json with `format_version`): `--force` never deletes arbitrary content.
+    """
+    out = Path(os.path.realpath(mlx_path))
+    for source in sources:
+        src = Path(os.path.realpath(source))
+        if out == src or src.is_relative_to(out) or (src.is_dir() and out.is_relative_to(src)):
+            raise OptionError(f"{mlx_path}: the output directory would overwrite or sit inside the input {source}; "
+                              "choose an output path outside it")
+    if check_directory_target(Path(mlx_path), replace=force):
+        try:
+            is_model = "format_version" in json.loads((Path(mlx_path) / "config.json").read_text())
+        except (OSError, ValueError, TypeError):
+            is_model = False
+        if not is_model:
+            raise OptionError(f"{mlx_path}: exists and does not look like an mlx-diar model directory (no "
+                              "config.json with format_version); refusing to replace it, even with --force")
+
+
 def convert_pyannote_model(
     pytorch_path: str | Path,
     mlx_path: str | Path,
@@ -97,18 +121,26 @@ def convert_pyannote_model(
     pipeline_config: str | None = None,
     quantize: int | None = None,
     q_group_size: int = 64,
+    force: bool = False,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
 
-    The directory is written to a temporary sibling and moved into place at the end, so
-    a failed conversion leaves any previous `mlx_path` untouched and nothing half-written.
+    Nothing is ever destroyed: an existing non-empty `mlx_path` is refused unless `force`
+    (and even then only an mlx-diar model directory is replaced), and an output equal to,
+    inside, or containing the input is refused. The directory is written to a temporary
+    sibling and renamed into place at the end (`mlx_diar.fsutil.atomic_directory`), so a
+    failed conversion leaves any previous `mlx_path` untouched and nothing half-written.
     """
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+        raise OptionError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+        raise OptionError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     if quantize not in (None, 4, 8):
-        raise ValueError(f"quantize must be 4 or 8 bits, got {quantize!r}")
+        raise OptionError(f"quantize must be 4 or 8 bits, got {quantize!r}")
+    if q_group_size not in (32, 64, 128):
+        raise OptionError(f"q_group_size must be 32, 64 or 128, got {q_group_size!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     mlx_path = Path(mlx_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
                               "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": _versions(), "origin": str(pytorch_path)}
@@ -120,12 +152,10 @@ def convert_pyannote_model(
         if model_type == "full":
             raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
         files = {model_type: resolve_checkpoint(pytorch_path, token=token)}
+        _check_output(mlx_path, [source, files[model_type]], force)
     else:
-        resolved = resolve_pipeline(pytorch_path, token=token)
-        if pipeline_config:
-            import yaml
-
-            resolved.config = yaml.safe_load((resolved.root / pipeline_config).read_text())
+        resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
+        _check_output(mlx_path, [resolved.root, resolved.config_path], force)
         files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
         files = {k: v for k, v in files.items() if model_type in (k, "full")}
         if model_type == "full":
@@ -148,28 +178,15 @@ def convert_pyannote_model(
             role_arrays = dict(tree_flatten(model.parameters()))
         arrays.update({f"{role}.{k}": v for k, v in role_arrays.items()})
 
-    mlx_path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{mlx_path.name}.", dir=mlx_path.parent))
-    work.chmod(0o755)
-    try:
+    with atomic_directory(mlx_path, replace=force) as work:
         save_weights(work, arrays, dtype=dtype, shard_size=shard_size)
         if plda is not None:
             from safetensors.numpy import save_file
 
-            save_file(plda, str(work / PLDA_FILE))
+            with atomic_path(work / PLDA_FILE) as tmp:
+                save_file(plda, str(tmp))
             config["plda"] = {"file": PLDA_FILE, "source": str(resolved.plda)}
-        (work / "config.json").write_text(json.dumps(config, indent=2))
-        if mlx_path.exists():
-            old = mlx_path.with_name(f".{mlx_path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            mlx_path.rename(old)
-            work.rename(mlx_path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            work.rename(mlx_path)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        atomic_write(work / "config.json", json.dumps(config, indent=2))
     return mlx_path
 
 
@@ -186,15 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
     parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN / login)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing mlx-diar model directory at --mlx-path (nothing else)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
                                      pipeline_config=args.pipeline_config, quantize=args.quantize,
-                                     q_group_size=args.q_group_size)
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+                                     q_group_size=args.q_group_size, force=args.force)
+    except (*USER_ERRORS, ValueError) as e:  # ValueError: a checkpoint whose weights do not fit its architecture
+        return report(e, args.debug)
     print(out)
     return 0
 

@@ -24,6 +24,7 @@ from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
 from mlx_diar.audio import SAMPLE_RATE, as_waveform
 from mlx_diar.clustering import PLDA, AgglomerativeClustering, VBxClustering
+from mlx_diar.errors import OptionError
 from mlx_diar.inference import aggregate, sliding_chunks, trim
 from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
@@ -63,14 +64,33 @@ class DiarizeOutput:
                 "exclusive_diarization": turns(self.exclusive_speaker_diarization)}
 
 
+MAX_SPEAKERS = 1000  # a larger count is a typo: each speaker needs its own cluster of 10 s chunks
+
+
 def set_num_speakers(num_speakers: int | None = None, min_speakers: int | None = None,
                      max_speakers: int | None = None) -> tuple[int | None, int, int | float]:
-    """Validate speaker-count constraints (`pipelines.utils.diarization.set_num_speakers`)."""
+    """Validate speaker-count constraints (`pipelines.utils.diarization.set_num_speakers`).
+
+    Unlike pyannote, where 0 silently means "not given", each count given must be an integer
+    in [1, MAX_SPEAKERS], min_speakers <= max_speakers, and num_speakers within them; OptionError otherwise.
+    """
+    given = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise OptionError(f"{name} must be an integer, got {value!r}")
+        if not 1 <= value <= MAX_SPEAKERS:
+            hint = " (leave it unset for an automatic count)" if value == 0 else ""
+            raise OptionError(f"{name} = {value} must be between 1 and {MAX_SPEAKERS}{hint}")
+    if num_speakers is not None and not (min_speakers or 1) <= num_speakers <= (max_speakers or MAX_SPEAKERS):
+        raise OptionError(f"num_speakers = {num_speakers} contradicts min_speakers = {min_speakers} / "
+                          f"max_speakers = {max_speakers}")
     min_speakers = num_speakers or min_speakers or 1
     max_speakers = num_speakers or max_speakers or np.inf
     if min_speakers > max_speakers:
-        raise ValueError(f"min_speakers must be smaller than (or equal to) max_speakers "
-                         f"(here: min_speakers={min_speakers:g} and max_speakers={max_speakers:g}).")
+        raise OptionError(f"min_speakers must be smaller than (or equal to) max_speakers "
+                          f"(here: min_speakers={min_speakers:g} and max_speakers={max_speakers:g}).")
     if min_speakers == max_speakers:
         num_speakers = min_speakers
     return num_speakers, min_speakers, max_speakers

@@ -1,8 +1,8 @@
 """Run the original pyannote.audio SpeakerDiarization and record every stage into one bundle.
 
 Mirrors what a user gets from `Pipeline.from_pretrained(...)(file)`, with the pipeline
-parameters of the checkpoint's config.yaml. Checkpoints are vetted by the safe loader
-(`mlx_diar.checkpoint.load_checkpoint`) before pyannote reads them.
+parameters of the checkpoint's config.yaml. pyannote is given only a checked, staged copy
+of the pipeline directory (`mlx_diar.trust.stage_pipeline`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mlx_diar.checkpoint import load_checkpoint
 from mlx_diar.sources import PipelineSource, resolve_pipeline
+from mlx_diar.trust import stage_pipeline
 from reference.layers import embedding_layers, segmentation_layers
 
 SAMPLE_RATE = 16000
@@ -42,17 +43,20 @@ class ReferenceRun:
 
 
 def load_pipeline(source: str | Path, config: str | None = None, token: str | None = None):
-    """Load pyannote's pipeline from a HF id or local directory (optionally another config file in it)."""
-    resolved = resolve_pipeline(source, token=token)
-    for checkpoint in (resolved.segmentation, resolved.embedding):
-        if checkpoint is not None:
-            load_checkpoint(checkpoint)  # raises on anything outside the allow-list
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pyannote.audio import Pipeline
+    """Load pyannote's pipeline from a HF id or local directory (optionally another config file in it).
 
-        target = resolved.root / config if config else resolved.root
-        pipeline = Pipeline.from_pretrained(target, token=token)
+    pyannote never reads the directory itself: its config is checked and its files are
+    copied into a private temporary directory and vetted there (`mlx_diar.trust`); pyannote
+    builds the pipeline from that copy, which is removed once everything is in memory.
+    """
+    resolved = resolve_pipeline(source, token=token, config=config)
+    with tempfile.TemporaryDirectory(prefix="mlx-diar-vetted-") as tmp:
+        staged = stage_pipeline(resolved, Path(tmp))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pyannote.audio import Pipeline
+
+            pipeline = Pipeline.from_pretrained(staged)
     pipeline._mlx_diar_source = resolved
     return pipeline
 

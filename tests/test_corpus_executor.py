@@ -205,3 +205,26 @@ def test_corpus_throughput_one_vs_two_workers(benchmark, mlx_model_dir, synth_co
                                  "speedup_2_vs_1": round(throughput[2] / throughput[1], 3)})
     print(f"\n1 worker: {one.line()}\n2 workers: {two.line()}\nspeed-up {throughput[2] / throughput[1]:.2f}x")
     assert one.done == two.done == len(entries)
+
+
+def test_diarize_cli_runs_a_dataset_and_resumes(mlx_model_dir, synth_corpus, tmp_path: Path, capsys) -> None:
+    """`python -m mlx_diar diarize --dataset`: RTTMs and records under --rttm-dir; exit status = failed count."""
+    import shutil
+
+    from mlx_diar.__main__ import main
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    clean = [e for e in synth_corpus if e.uri != "poisoned"][:2]
+    for entry in clean + [e for e in synth_corpus if e.uri == "poisoned"]:
+        shutil.copy(entry.audio, folder)
+    argv = ["diarize", "--dataset", str(folder), "--model", str(mlx_model_dir), "--rttm-dir", str(tmp_path / "out"),
+            "--workers", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "2 done, 0 skipped (finished before), 1 failed" in err and "error: 1 of 3 recordings failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.rttm")) == [f"{e.uri}.rttm" for e in clean]
+    assert main(argv) == 1
+    assert "0 done, 2 skipped (finished before), 1 failed" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--workers", "1", "--rttm", str(tmp_path / "all.rttm")]) == 1
+    assert "give --rttm-dir DIR (and no --rttm)" in capsys.readouterr().err

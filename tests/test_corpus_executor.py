@@ -100,28 +100,39 @@ from pathlib import Path
 from mlx_diar.corpus import from_dataset
 from mlx_diar.executor import run_corpus
 from tests.test_corpus_executor import ReadTask
-run_corpus(ReadTask(delay=float(sys.argv[3])), from_dataset(sys.argv[1]), sys.argv[2], workers=1, progress=False)
+summary = run_corpus(ReadTask(delay=float(sys.argv[3])), from_dataset(sys.argv[1]), sys.argv[2],
+                     workers=int(sys.argv[4]), progress=False)
+sys.exit(summary.exit_status)
 """
 
 
-def test_a_killed_run_resumes_without_redoing_finished_recordings(tmp_path: Path) -> None:
-    tone_corpus(tmp_path / "audio", 8)
-    out = tmp_path / "out"
-    command = [sys.executable, "-c", RUN_SCRIPT, str(tmp_path / "audio"), str(out)]
-    process = subprocess.Popen(command + ["1.0"], cwd=Path(__file__).parents[1], env=os.environ.copy())
+def start_and_stop(audio: Path, out: Path, stop: signal.Signals, workers: int) -> tuple[int, dict]:
+    """Run the corpus in a subprocess (1 s per recording), send `stop` once 2 records exist: (exit status, records)."""
+    command = [sys.executable, "-c", RUN_SCRIPT, str(audio), str(out), "1.0", str(workers)]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=os.environ.copy())
     deadline = time.monotonic() + 120
     while len(load_records(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    before = load_records(out)
-    assert 2 <= len(before) < 8, "the run was not killed mid-way"
-    assert subprocess.run(command + ["0"], cwd=Path(__file__).parents[1], env=os.environ.copy()).returncode == 0
+    process.send_signal(stop)
+    return process.wait(), load_records(out)
+
+
+@pytest.mark.parametrize("stop, workers, status", [(signal.SIGKILL, 1, -9), (signal.SIGINT, 2, 130)],
+                         ids=["killed", "ctrl-c-pool"])
+def test_a_stopped_run_resumes_without_redoing_finished_recordings(tmp_path: Path, stop, workers: int,
+                                                                   status: int) -> None:
+    tone_corpus(tmp_path / "audio", 8)
+    out = tmp_path / "out"
+    code, before = start_and_stop(tmp_path / "audio", out, stop, workers)
+    assert code == status
+    assert 2 <= len(before) < 8, "the run was not stopped mid-way"
+    rerun = [sys.executable, "-c", RUN_SCRIPT, str(tmp_path / "audio"), str(out), "0", "1"]
+    assert subprocess.run(rerun, cwd=Path(__file__).parents[1], env=os.environ.copy()).returncode == 0
     after = load_records(out)
     assert len(after) == 8 and all(r["status"] == "done" for r in after.values())
     for uri, record in before.items():
         assert after[uri]["finished"] == record["finished"] and after[uri]["worker"] == record["worker"]
-    assert len({r["worker"] for r in after.values()}) == 2  # the killed run's and the rerun's
+    assert {r["worker"] for r in after.values()} - {r["worker"] for r in before.values()}  # the rest: rerun
 
 
 # ---------------------------------------------------------------------------------------------- MLX diarization

@@ -7,7 +7,6 @@ two simulated nodes, and must give the same RTTMs as in this process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -61,8 +61,11 @@ class CompareTask(RecordingTask):
                  source_fingerprint: str) -> None:
         self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
         self.layer_items = layer_items
-        self.fingerprint = fingerprint({"task": "compare", "source": source_fingerprint, "device": device,
-                                        "variants": [v.name for v in variant_list], "layer_items": layer_items})
+        from harness.compare import model_cache_key
+
+        # the source checkpoint and, per variant, its conversion key (format and converter versions)
+        self.fingerprint = fingerprint({"task": "compare", "device": device, "layer_items": layer_items,
+                                        "models": [model_cache_key(source_fingerprint, v) for v in variant_list]})
         self.session = None
 
     def setup(self, threads: int | None) -> None:

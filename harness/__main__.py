@@ -1,9 +1,16 @@
-"""Command line of the harness: `python -m harness compare [...] | fixtures`."""
+"""Command line of the harness: `python -m harness compare [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _fixture_checkpoint() -> str:
+    from harness.fixtures import fixture_dir
+
+    return str(fixture_dir())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,10 +19,18 @@ def main(argv: list[str] | None = None) -> int:
         from harness.compare import main as compare
 
         return compare(argv[1:])
+    if argv and argv[0] == "reference":
+        from reference.__main__ import main as reference
+
+        return reference(argv[1:], default_checkpoint=_fixture_checkpoint, prog="python -m harness reference")
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
+    sub.add_parser("reference", help="`python -m reference` with the offline fixture pipeline as default checkpoint")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")
+    p = sub.add_parser("plda", help="measure the fixture pipeline's speaker discrimination and DER "
+                                    "(side by side with another pipeline directory when given)")
+    p.add_argument("other", type=Path, nargs="?", default=None, help="another pipeline directory to compare")
     synth = sub.add_parser("synth-corpus", help="write a synthetic corpus (audio + RTTM) for corpus runs")
     synth.add_argument("folder")
     synth.add_argument("--count", type=int, default=24)
@@ -27,16 +42,22 @@ def main(argv: list[str] | None = None) -> int:
         paths = make_corpus(args.folder, args.count, args.seed)
         print(f"{len(paths)} recordings in {args.folder}")
         return 0
-    if args.command == "fixtures":
-        from harness.fixtures import FixtureError, fixture_dir
 
-        try:
-            print(fixture_dir())
-        except FixtureError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    from harness.fixtures import FixtureError, fixture_dir
+
+    try:
+        root = fixture_dir()
+    except FixtureError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.command == "fixtures":
+        print(root)
         return 0
-    return 2
+    from harness.plda import comparison_table
+
+    dirs = {"fixture": root} | ({"other": args.other} if args.other else {})
+    print(comparison_table(dirs))
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,8 +32,12 @@ from harness.memory import PeakRSS
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.pipeline import STAGES
+from mlx_diar.provenance import package_versions
 
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
+if TYPE_CHECKING:
+    from reference.runner import ReferenceRun
+
 WARMUP_SECONDS = 10.0
 
 
@@ -77,7 +81,7 @@ class AudioItem:
 
 def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
     """The files of `--audio` or `--dataset` (default: pyannote's bundled sample)."""
-    from harness.fixtures import sample_audio
+    from harness.paths import sample_audio
 
     if dataset is not None:
         from mlx_diar.corpus import from_dataset
@@ -142,7 +146,7 @@ def model_cache_key(fingerprint: str, variant: Variant) -> str:
 
 def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
     """The MLX conversion of `root` for `variant`, cached under `model_cache_key`."""
-    from harness.fixtures import cache_root
+    from harness.paths import cache_root
     from mlx_diar.convert import convert_pyannote_model
 
     target = cache_root() / "models" / model_cache_key(fingerprint, variant)
@@ -276,17 +280,6 @@ def machine_info(device: str) -> dict[str, Any]:
             "device": f"mlx {device}", "blas": active_blas()}
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("mlx", "mlx-diar", "torch", "pyannote.audio", "numpy", "scipy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
 
 def git_short_hash() -> str:
     try:
@@ -377,7 +370,10 @@ class Session:
 
 def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray,
                  progress: Progress | None = None) -> Session:
-    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded)."""
+    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded).
+
+    Every model stays resident during every measured run, so each side's peak RSS includes the other's models.
+    """
     from harness.fixtures import fixture_dir
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
     from mlx_diar.sources import resolve_pipeline
@@ -416,7 +412,7 @@ def _speakers(annotation) -> float:
     return np.nan if annotation is None else len(annotation.labels())
 
 
-def run_pyannote(item: AudioItem, pipeline, layer_items: int):
+def run_pyannote(item: AudioItem, pipeline, layer_items: int) -> tuple[ReferenceRun, PipelineRow, list[TimingRow]]:
     """pyannote on one file: (ReferenceRun, its pipeline row, its timing rows)."""
     from harness.metrics import score
     from reference.runner import run_reference
@@ -432,8 +428,9 @@ def run_pyannote(item: AudioItem, pipeline, layer_items: int):
     return ref, row, timing
 
 
-def run_mlx(item: AudioItem, variant: Variant, pipeline, ref):
-    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layer rows, timing rows)."""
+def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
+            ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
+    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing)."""
     from harness.metrics import score
 
     with PeakRSS() as rss:
@@ -596,7 +593,7 @@ def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str]
         "verdict": {"passed": not failures, "text": verdict_text},
         "failures": failures,
         "machine": machine_info(args.device),
-        "versions": versions(),
+        "versions": package_versions(),
         "checkpoint": checkpoint,
         "seeded_parts": SEEDED_PARTS if fixture else [],
         "warmup": f"1 warm-up run per side ({warmup}) excluded from timings",

@@ -70,7 +70,7 @@ class CompareTask(RecordingTask):
 
     def setup(self, threads: int | None) -> None:
         from harness.compare import WARMUP_SECONDS, open_session
-        from harness.fixtures import sample_audio
+        from harness.paths import sample_audio
         from mlx_diar.audio import load_audio
 
         if threads:

@@ -18,8 +18,8 @@ import pandas as pd
 
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
 from mlx_diar.fsutil import atomic_write
+from mlx_diar.pipeline import STAGES
 
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
 FAIL_COLOUR = "#cf222e"
 FAILURES_IN_SUMMARY = 10

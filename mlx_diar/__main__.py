@@ -200,7 +200,9 @@ def diarize_corpus(args: argparse.Namespace, params: dict, hyper: dict) -> int:
 
 def _progress(path: Path, num_samples: int):
     """A progress bar on stderr for files longer than a minute (None otherwise)."""
-    if num_samples < 60 * 16000 or not sys.stderr.isatty():
+    from mlx_diar.audio import SAMPLE_RATE
+
+    if num_samples < 60 * SAMPLE_RATE or not sys.stderr.isatty():
         return None
     from rich.progress import Progress
 

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from mlx_diar.model_io import (
     save_weights,
     to_mlx_weights,
 )
+from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
@@ -75,16 +75,6 @@ def _plda_arrays(plda_dir: Path) -> dict[str, np.ndarray]:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot read PLDA arrays ({e})") from None
     return arrays
-
-
-def _versions() -> dict[str, str]:
-    out = {"mlx": mx.__version__}
-    for name in ("torch", "pyannote.audio", "mlx-diar"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _check_output(mlx_path: Path, sources: list[Path], force: bool) -> None:
@@ -143,7 +133,7 @@ def convert_pyannote_model(
         raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     mlx_path = Path(mlx_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
-                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": _versions(), "origin": str(pytorch_path)}
+                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": package_versions(), "origin": str(pytorch_path)}
     plda: dict[str, np.ndarray] | None = None
 
     source = Path(pytorch_path).expanduser()

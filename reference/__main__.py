@@ -1,20 +1,28 @@
-"""`python -m reference diarize AUDIO [--checkpoint P] [--rttm OUT] [--bundle B]`: pyannote's own output."""
+"""`python -m reference diarize AUDIO --checkpoint P [--rttm OUT] [--bundle B]`: pyannote's own output.
+
+`python -m harness reference diarize AUDIO ...` is the same command with the offline fixture
+pipeline as the default checkpoint (the fixture belongs to the harness, which builds on this package).
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | None = None,
+         prog: str = "python -m reference") -> int:
+    """Run the CLI; `default_checkpoint` supplies `--checkpoint` when it is not given (else it is required)."""
     from mlx_diar.errors import USER_ERRORS, ArgumentParser, report
 
-    parser = ArgumentParser(prog="python -m reference")
+    parser = ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     d = sub.add_parser("diarize", help="run pyannote.audio's pipeline on one file")
     d.add_argument("audio", type=Path)
-    d.add_argument("--checkpoint", default=None,
-                   help="HF id or local pipeline directory (default: the offline fixture pipeline)")
+    d.add_argument("--checkpoint", default=None, required=default_checkpoint is None,
+                   help="HF id or local pipeline directory"
+                        + (" (default: the offline fixture pipeline)" if default_checkpoint else ""))
     d.add_argument("--config", default=None,
                    help="another config file of the pipeline directory (a plain file name in it, checked like "
                         "config.yaml)")
@@ -33,13 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         waveform = load_audio(args.audio)
-        if args.checkpoint is None:
-            from harness.fixtures import fixture_dir
-
-            args.checkpoint = str(fixture_dir())
+        checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
         from reference.runner import load_pipeline, run_reference, save_bundle
 
-        pipeline = load_pipeline(args.checkpoint, config=args.config)
+        pipeline = load_pipeline(checkpoint, config=args.config)
         run = run_reference(pipeline, waveform, uri=rttm_uri(args.audio.stem), num_speakers=args.num_speakers,
                             min_speakers=args.min_speakers, max_speakers=args.max_speakers,
                             record_layers=not args.no_layers)

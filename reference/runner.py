@@ -19,11 +19,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.fsutil import atomic_path
+from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PipelineSource, resolve_pipeline
 from mlx_diar.trust import stage_pipeline
 from reference.layers import embedding_layers, segmentation_layers
-
-SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass
@@ -273,7 +274,7 @@ def run_reference(
         "timings": dataclasses.asdict(timings),
         "parameters": pipeline_parameters(pipeline),
         "source": str(source.root) if isinstance(source, PipelineSource) else None,
-        "versions": _versions(),
+        "versions": package_versions(),
         "torch_threads": torch.get_num_threads(),
         "layer_items": taps.layer_items,
     }
@@ -285,31 +286,16 @@ def run_reference(
     return run
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("pyannote.audio", "torch", "numpy", "mlx"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 META_KEY = "__meta__"
 
 
 def save_bundle(run: ReferenceRun, path: str | Path) -> Path:
     """Write arrays and metadata into one .npz file (no pickle; metadata as JSON bytes)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: np.ascontiguousarray(value) for name, value in run.arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(run.meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **payload)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **payload)
     return path
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlx_diar.audio import SAMPLE_RATE
 from reference.runner import load_bundle, save_bundle
 
 SEGMENTATION_LAYERS = {
-    "sincnet.wav_norm1d": (1, 160000),
+    "sincnet.wav_norm1d": (1, 10 * SAMPLE_RATE),
     "sincnet.conv1d.0": (80, 15975),
     "sincnet.norm1d.2": (60, 589),
     "lstm.0": (589, 256),
@@ -40,7 +41,7 @@ def test_bundle_holds_named_layers_and_stages(reference_run_10s, tmp_path: Path)
     for name, shape in EMBEDDING_LAYERS.items():
         assert arrays[f"layers/embedding/{name}"].shape[1:] == shape, name
     # the layer inputs are the exact chunks/masks that produced them
-    assert arrays["inputs/segmentation"].shape[1:] == (1, 160000)
+    assert arrays["inputs/segmentation"].shape[1:] == (1, 10 * SAMPLE_RATE)
     assert arrays["inputs/embedding_weights"].shape[1:] == (589,)
     num_chunks = arrays["segmentation"].shape[0]
     assert arrays["segmentation"].shape == (num_chunks, 589, 3)
@@ -116,7 +117,7 @@ def test_cli_writes_rttm(tmp_path: Path, sample_10s, fixture_root: Path) -> None
     import soundfile as sf
 
     wav = tmp_path / "clip.wav"
-    sf.write(wav, sample_10s[5 * 16000 :], 16000)  # speech starts at 6.7 s
+    sf.write(wav, sample_10s[5 * SAMPLE_RATE:], SAMPLE_RATE)  # speech starts at 6.7 s
     out = tmp_path / "clip.rttm"
     subprocess.run([sys.executable, "-m", "reference", "diarize", str(wav), "--checkpoint", str(fixture_root),
                     "--rttm", str(out), "--no-layers"], check=True, capture_output=True, text=True)
@@ -125,8 +126,18 @@ def test_cli_writes_rttm(tmp_path: Path, sample_10s, fixture_root: Path) -> None
 
 
 def test_cli_bad_audio_is_a_clear_error(tmp_path: Path) -> None:
+    """Through the harness's form, whose default checkpoint (the fixture) is only built after the audio loads."""
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....not audio")
-    proc = subprocess.run([sys.executable, "-m", "reference", "diarize", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "harness", "reference", "diarize", str(bad)],
+                          capture_output=True, text=True)
     assert proc.returncode == 1
     assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_needs_a_checkpoint(tmp_path: Path) -> None:
+    """The reference package knows no fixture pipeline (it is the harness's): `--checkpoint` is required."""
+    proc = subprocess.run([sys.executable, "-m", "reference", "diarize", str(tmp_path / "a.wav")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--checkpoint" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,7 +8,10 @@ exits non-zero when a parity target of `harness.targets` (docs/parity.md) is mis
 
 Stages: `collect_audio` (inputs checked before any inference) > `open_session` (models
 loaded and warmed once) > `compare_recording` per file (typed rows of `harness.rows`) >
-`corpus_rows` > `harness.report.write_reports`.
+`corpus_rows` > `harness.report.write_reports`. A corpus (`--dataset`, `--manifest`, `--protocol`,
+`--workers`, `--ray`) runs `compare_recording` as an executor task (`CompareTask`, one session per
+worker, `mlx_diar.executor`): resumable per-recording records under `--out`, then the same
+reports and `corpus.md` (`compare_corpus`, docs/corpus.md).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from harness import targets
 from harness.memory import PeakRSS
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.pipeline import STAGES
 from mlx_diar.provenance import package_versions
 
@@ -612,10 +617,7 @@ def _compare(args, argv: list[str]) -> int:
     created = dt.datetime.now(dt.timezone.utc)
     out = writable_dir(args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}")
     if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
-        from harness.corpus import compare_corpus
-
-        return compare_corpus(args, out, lambda failures, checkpoint, fixture: report_meta(
-            args, argv, created, failures, checkpoint, fixture, corpus=True))
+        return compare_corpus(args, argv, created, out)
     items = collect_audio(args.audio, args.dataset)
     result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
@@ -625,6 +627,124 @@ def _compare(args, argv: list[str]) -> int:
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
     print(meta["verdict"]["text"])
     print(paths["summary.md"])
+    if args.check and failures:
+        print(f"check failed: {failures[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+def item_for(entry: CorpusEntry):
+    """The `harness.compare.AudioItem` of an entry: waveform, reference (RTTM or protocol) and scored region."""
+    from harness.metrics import load_uem, reference_for, uem_for
+    from mlx_diar.audio import load_audio
+
+    item = AudioItem(path=entry.audio, uri=entry.uri, waveform=load_audio(entry.audio))
+    item.reference = entry.annotation if entry.annotation is not None else (
+        reference_for(entry.rttm, entry.uri) if entry.rttm is not None else None)
+    if entry.annotated is not None:
+        item.uem = entry.annotated
+    else:
+        item.uem = load_uem(entry.uem, entry.uri) if entry.uem is not None else uem_for(item.duration)
+    return item
+
+
+class CompareTask(RecordingTask):
+    """`harness compare` on one recording per call; pyannote.audio and every MLX variant loaded once per worker."""
+
+    def __init__(self, checkpoint: str | None, variant_list: list, device: str, layer_items: int,
+                 source_fingerprint: str) -> None:
+        self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
+        self.layer_items = layer_items
+        # the source checkpoint and, per variant, its conversion key (format and converter versions)
+        self.fingerprint = fingerprint({"task": "compare", "device": device, "layer_items": layer_items,
+                                        "models": [model_cache_key(source_fingerprint, v) for v in variant_list]})
+        self.session = None
+
+    def setup(self, threads: int | None) -> None:
+        from harness.paths import sample_audio
+        from mlx_diar.audio import load_audio
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * SAMPLE_RATE)]  # on this worker's machine
+        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup)
+
+    def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
+        from harness.metrics import components
+
+        item = item_for(entry)
+        result = compare_recording(item, self.session, self.layer_items)
+        d = result.diarizations
+        seconds = {row.variant: row.seconds for row in result.timing if row.stage == "total"}
+        sides: dict[str, Any] = {}
+        files = {f"rttm/{record_name(entry.uri)}.pyannote.rttm": d.pyannote.to_rttm()}
+        if d.reference is not None:
+            files[f"rttm/{record_name(entry.uri)}.reference.rttm"] = d.reference.to_rttm()
+        for name, hypothesis in [("pyannote", d.pyannote), *d.mlx.items()]:
+            sides[name] = {"seconds": seconds[name], "speakers": len(hypothesis.labels()),
+                           "vs_reference": components(d.reference, hypothesis, item.uem) if d.reference else None}
+            if name != "pyannote":
+                sides[name]["vs_pyannote"] = components(d.pyannote, hypothesis, item.uem)
+                files[f"rttm/{record_name(entry.uri)}.{name}.rttm"] = hypothesis.to_rttm()
+        return {"duration_s": item.duration,
+                "reference_speakers": len(d.reference.labels()) if d.reference is not None else None,
+                "uem": [[s.start, s.end] for s in item.uem],
+                "sides": sides,
+                "rows": {"layers": [dataclasses.asdict(r) for r in result.layers],
+                         "pipeline": [dataclasses.asdict(r) for r in result.pipeline],
+                         "timing": [dataclasses.asdict(r) for r in result.timing]},
+                "files": files}
+
+
+def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> int:
+    """`harness compare` on a corpus (`--dataset/--manifest/--protocol`, `--workers`, `--ray`): resumable records
+    under `--out`, then the usual reports and `corpus.md` over every done recording.
+
+    Exit status: the number of failed recordings (at most 100), 130 after Ctrl-C, else 1 when
+    `--check` finds a missed target, else 0.
+    """
+    from harness.corpus import records_diarizations, records_rows
+    from harness.corpus_report import corpus_markdown
+    from harness.fixtures import fixture_dir
+    from harness.report import write_reports
+    from mlx_diar import corpus
+    from mlx_diar.executor import run_corpus
+    from mlx_diar.fsutil import atomic_write
+    from mlx_diar.sources import resolve_pipeline
+
+    entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
+                             protocol=args.protocol, subset=args.subset, database=args.database)
+    variant_list = variants(args.dtype, args.quantize, args.q_group_size)
+    fixture = args.checkpoint is None
+    resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
+    source = source_fingerprint(resolved.root)
+    for variant in variant_list:  # converted once here: the workers of this machine share the cache
+        converted_model(resolved.root, source, variant)
+    task = CompareTask(args.checkpoint, variant_list, args.device, args.layer_items, source)
+    summary = run_corpus(task, entries, out, workers=args.workers, ray=args.ray, threads=args.threads,
+                         redo=args.redo, progress=not args.quiet)
+    corpus_md = atomic_write(out / "corpus.md", corpus_markdown(summary.records, summary.line()))
+    if any(r["status"] == "done" for r in summary.records):
+        rows = records_rows(summary.records)
+        failures = first_failure(rows["layers"], rows["pipeline"])
+        meta = report_meta(args, argv, created, failures, checkpoint_meta(resolved, fixture), fixture, corpus=True)
+        write_reports(out, rows["layers"], rows["pipeline"], rows["timing"], meta,
+                      records_diarizations(out, summary.records))
+        atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
+        print(meta["verdict"]["text"])
+    else:
+        failures = []
+    print(summary.line())
+    print(corpus_md)
+    if summary.failed:
+        print(f"error: {summary.failed} of {len(entries)} recordings failed (see {corpus_md})", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: run the same command again to resume ({out}/records)", file=sys.stderr)
+    if summary.exit_status:
+        return summary.exit_status
     if args.check and failures:
         print(f"check failed: {failures[0]}", file=sys.stderr)
         return 1

@@ -191,12 +191,12 @@ def _pool_worker(task: RecordingTask, threads: int, conn) -> None:
     except BaseException as e:  # noqa: BLE001 (reported to the driver, which stops the run)
         conn.send(("setup-failed", _one_line(e)))
         return
-    conn.send(("ready", None))
-    while True:
-        entry = conn.recv()
-        if entry is None:
-            return
-        conn.send(("record", run_entry(task, entry)))
+    try:
+        conn.send(("ready", None))
+        while (entry := conn.recv()) is not None:
+            conn.send(("record", run_entry(task, entry)))
+    except (EOFError, BrokenPipeError):
+        return  # the driver is gone (killed): what it committed stays, this recording is redone by a rerun
 
 
 class _PoolWorker:

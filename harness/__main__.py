@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness compare [...] | fixtures | plda [DIR] | reference ...`."""
+"""Command line of the harness: `python -m harness compare [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plda", help="measure the fixture pipeline's speaker discrimination and DER "
                                     "(side by side with another pipeline directory when given)")
     p.add_argument("other", type=Path, nargs="?", default=None, help="another pipeline directory to compare")
+    synth = sub.add_parser("synth-corpus", help="write a synthetic corpus (audio + RTTM) for corpus runs")
+    synth.add_argument("folder")
+    synth.add_argument("--count", type=int, default=24)
+    synth.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "synth-corpus":
+        from harness.corpus import make_corpus
+
+        paths = make_corpus(args.folder, args.count, args.seed)
+        print(f"{len(paths)} recordings in {args.folder}")
+        return 0
 
     from harness.fixtures import FixtureError, fixture_dir
 

@@ -8,7 +8,10 @@ exits non-zero when a parity target of `harness.targets` (docs/parity.md) is mis
 
 Stages: `collect_audio` (inputs checked before any inference) > `open_session` (models
 loaded and warmed once) > `compare_recording` per file (typed rows of `harness.rows`) >
-`corpus_rows` > `harness.report.write_reports`.
+`corpus_rows` > `harness.report.write_reports`. A corpus (`--dataset`, `--manifest`, `--protocol`,
+`--workers`, `--ray`) runs `compare_recording` as an executor task (`CompareTask`, one session per
+worker, `mlx_diar.executor`): resumable per-recording records under `--out`, then the same
+reports and `corpus.md` (`compare_corpus`, docs/corpus.md).
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from harness import targets
 from harness.memory import PeakRSS
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.pipeline import STAGES
 from mlx_diar.provenance import package_versions
 
 if TYPE_CHECKING:
     from reference.runner import ReferenceRun
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 WARMUP_SECONDS = 10.0
 
 
@@ -85,12 +89,9 @@ def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
     from harness.paths import sample_audio
 
     if dataset is not None:
-        if not dataset.is_dir():
-            raise OptionError(f"--dataset {dataset}: not a directory")
-        paths = sorted(p for p in dataset.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-        if not paths:
-            raise OptionError(f"--dataset {dataset}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-        return paths
+        from mlx_diar.corpus import from_dataset
+
+        return [entry.audio for entry in from_dataset(dataset)]
     return [Path(p) for p in audio] if audio else [Path(sample_audio()[0])]
 
 
@@ -556,6 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (RTTM beside them is used)")
     source.add_argument("--dataset", type=Path, default=None, help="folder of audio + same-named .rttm (+ .uem)")
+    source.add_argument("--manifest", type=Path, default=None, help="JSONL: audio, uri, rttm, uem per line")
+    source.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
+    parser.add_argument("--subset", default="test", help="protocol subset: train, development, test")
+    parser.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores/workers)")
+    parser.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "all"), default="float32")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64)
@@ -577,6 +586,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str], checkpoint: dict[str, Any],
+                fixture: bool, corpus: bool = False) -> dict[str, Any]:
+    """The reports' meta: verdict, machine, versions, checkpoint, warm-up and the command."""
+    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
+                    "PASS: every parity target of harness/targets.py is met")
+    warmup = (f"pyannote's bundled sample, first {WARMUP_SECONDS:g} s, once per side and worker" if corpus else
+              f"{WARMUP_SECONDS:g} s of the first file")
+    return {
+        "title": "mlx-diar parity report: MLX vs pyannote.audio",
+        "verdict": {"passed": not failures, "text": verdict_text},
+        "failures": failures,
+        "machine": machine_info(args.device),
+        "versions": package_versions(),
+        "checkpoint": checkpoint,
+        "seeded_parts": SEEDED_PARTS if fixture else [],
+        "warmup": f"1 warm-up run per side ({warmup}) excluded from timings",
+        "created": created.isoformat(timespec="seconds"),
+        "command": "python -m harness compare " + " ".join(argv),
+    }
+
+
 def _compare(args, argv: list[str]) -> int:
     """`main` after parsing: check every input and the output folder, measure, write the reports."""
     from harness.report import write_reports
@@ -586,28 +616,135 @@ def _compare(args, argv: list[str]) -> int:
         raise OptionError(f"--layer-items {args.layer_items}: must be at least 1")
     created = dt.datetime.now(dt.timezone.utc)
     out = writable_dir(args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}")
+    if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
+        return compare_corpus(args, argv, created, out)
     items = collect_audio(args.audio, args.dataset)
     result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
     failures = first_failure(result.layers, result.pipeline)
-    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
-                    "PASS: every parity target of harness/targets.py is met")
-    meta = {
-        "title": "mlx-diar parity report: MLX vs pyannote.audio",
-        "verdict": {"passed": not failures, "text": verdict_text},
-        "failures": failures,
-        "machine": machine_info(args.device),
-        "versions": package_versions(),
-        "checkpoint": result.meta["checkpoint"],
-        "seeded_parts": SEEDED_PARTS if result.meta["fixture"] else [],
-        "warmup": f"1 warm-up run per side ({WARMUP_SECONDS:g} s of the first file) excluded from timings",
-        "created": created.isoformat(timespec="seconds"),
-        "command": "python -m harness compare " + " ".join(argv),
-    }
+    meta = report_meta(args, argv, created, failures, result.meta["checkpoint"], result.meta["fixture"])
     paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations)
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
-    print(verdict_text)
+    print(meta["verdict"]["text"])
     print(paths["summary.md"])
+    if args.check and failures:
+        print(f"check failed: {failures[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+def item_for(entry: CorpusEntry):
+    """The `harness.compare.AudioItem` of an entry: waveform, reference (RTTM or protocol) and scored region."""
+    from harness.metrics import load_uem, reference_for, uem_for
+    from mlx_diar.audio import load_audio
+
+    item = AudioItem(path=entry.audio, uri=entry.uri, waveform=load_audio(entry.audio))
+    item.reference = entry.annotation if entry.annotation is not None else (
+        reference_for(entry.rttm, entry.uri) if entry.rttm is not None else None)
+    if entry.annotated is not None:
+        item.uem = entry.annotated
+    else:
+        item.uem = load_uem(entry.uem, entry.uri) if entry.uem is not None else uem_for(item.duration)
+    return item
+
+
+class CompareTask(RecordingTask):
+    """`harness compare` on one recording per call; pyannote.audio and every MLX variant loaded once per worker."""
+
+    def __init__(self, checkpoint: str | None, variant_list: list, device: str, layer_items: int,
+                 source_fingerprint: str) -> None:
+        self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
+        self.layer_items = layer_items
+        # the source checkpoint and, per variant, its conversion key (format and converter versions)
+        self.fingerprint = fingerprint({"task": "compare", "device": device, "layer_items": layer_items,
+                                        "models": [model_cache_key(source_fingerprint, v) for v in variant_list]})
+        self.session = None
+
+    def setup(self, threads: int | None) -> None:
+        from harness.paths import sample_audio
+        from mlx_diar.audio import load_audio
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * SAMPLE_RATE)]  # on this worker's machine
+        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup)
+
+    def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
+        from harness.metrics import components
+
+        item = item_for(entry)
+        result = compare_recording(item, self.session, self.layer_items)
+        d = result.diarizations
+        seconds = {row.variant: row.seconds for row in result.timing if row.stage == "total"}
+        sides: dict[str, Any] = {}
+        files = {f"rttm/{record_name(entry.uri)}.pyannote.rttm": d.pyannote.to_rttm()}
+        if d.reference is not None:
+            files[f"rttm/{record_name(entry.uri)}.reference.rttm"] = d.reference.to_rttm()
+        for name, hypothesis in [("pyannote", d.pyannote), *d.mlx.items()]:
+            sides[name] = {"seconds": seconds[name], "speakers": len(hypothesis.labels()),
+                           "vs_reference": components(d.reference, hypothesis, item.uem) if d.reference else None}
+            if name != "pyannote":
+                sides[name]["vs_pyannote"] = components(d.pyannote, hypothesis, item.uem)
+                files[f"rttm/{record_name(entry.uri)}.{name}.rttm"] = hypothesis.to_rttm()
+        return {"duration_s": item.duration,
+                "reference_speakers": len(d.reference.labels()) if d.reference is not None else None,
+                "uem": [[s.start, s.end] for s in item.uem],
+                "sides": sides,
+                "rows": {"layers": [dataclasses.asdict(r) for r in result.layers],
+                         "pipeline": [dataclasses.asdict(r) for r in result.pipeline],
+                         "timing": [dataclasses.asdict(r) for r in result.timing]},
+                "files": files}
+
+
+def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> int:
+    """`harness compare` on a corpus (`--dataset/--manifest/--protocol`, `--workers`, `--ray`): resumable records
+    under `--out`, then the usual reports and `corpus.md` over every done recording.
+
+    Exit status: the number of failed recordings (at most 100), 130 after Ctrl-C, else 1 when
+    `--check` finds a missed target, else 0.
+    """
+    from harness.corpus import records_diarizations, records_rows
+    from harness.corpus_report import corpus_markdown
+    from harness.fixtures import fixture_dir
+    from harness.report import write_reports
+    from mlx_diar import corpus
+    from mlx_diar.executor import run_corpus
+    from mlx_diar.fsutil import atomic_write
+    from mlx_diar.sources import resolve_pipeline
+
+    entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
+                             protocol=args.protocol, subset=args.subset, database=args.database)
+    variant_list = variants(args.dtype, args.quantize, args.q_group_size)
+    fixture = args.checkpoint is None
+    resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
+    source = source_fingerprint(resolved.root)
+    for variant in variant_list:  # converted once here: the workers of this machine share the cache
+        converted_model(resolved.root, source, variant)
+    task = CompareTask(args.checkpoint, variant_list, args.device, args.layer_items, source)
+    summary = run_corpus(task, entries, out, workers=args.workers, ray=args.ray, threads=args.threads,
+                         redo=args.redo, progress=not args.quiet)
+    corpus_md = atomic_write(out / "corpus.md", corpus_markdown(summary.records, summary.line()))
+    if any(r["status"] == "done" for r in summary.records):
+        rows = records_rows(summary.records)
+        failures = first_failure(rows["layers"], rows["pipeline"])
+        meta = report_meta(args, argv, created, failures, checkpoint_meta(resolved, fixture), fixture, corpus=True)
+        write_reports(out, rows["layers"], rows["pipeline"], rows["timing"], meta,
+                      records_diarizations(out, summary.records))
+        atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
+        print(meta["verdict"]["text"])
+    else:
+        failures = []
+    print(summary.line())
+    print(corpus_md)
+    if summary.failed:
+        print(f"error: {summary.failed} of {len(entries)} recordings failed (see {corpus_md})", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: run the same command again to resume ({out}/records)", file=sys.stderr)
+    if summary.exit_status:
+        return summary.exit_status
     if args.check and failures:
         print(f"check failed: {failures[0]}", file=sys.stderr)
         return 1

@@ -132,3 +132,32 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+
+
+def components(reference, hypothesis, uem) -> dict[str, dict[str, float]]:
+    """pyannote.metrics' DER and JER components of one file (collar 0, overlap counted), JSON-able.
+
+    Summing them over files and applying `corpus_rates` is exactly what an accumulating
+    pyannote.metrics object reports for the corpus (not an average of per-file rates).
+    """
+    from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+    der = DiarizationErrorRate(collar=0.0, skip_overlap=False).compute_components(reference, hypothesis, uem=uem)
+    jer = JaccardErrorRate(collar=0.0, skip_overlap=False).compute_components(reference, hypothesis, uem=uem)
+    return {"der": {k: float(v) for k, v in der.items()}, "jer": {k: float(v) for k, v in jer.items()}}
+
+
+def corpus_rates(parts: list[dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Corpus DER, JER and DER components (as fractions of scored speech) from summed `components`."""
+    from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+    der_metric, jer_metric = DiarizationErrorRate(), JaccardErrorRate()
+    der = {k: sum(p["der"][k] for p in parts) for k in der_metric.components_}
+    jer = {k: sum(p["jer"][k] for p in parts) for k in jer_metric.components_}
+    total = der["total"]
+    return {"der": float(der_metric.compute_metric(der)) if total else float("nan"),
+            "jer": float(jer_metric.compute_metric(jer)) if parts else float("nan"),
+            "missed": der["missed detection"] / total if total else float("nan"),
+            "false_alarm": der["false alarm"] / total if total else float("nan"),
+            "confusion": der["confusion"] / total if total else float("nan"),
+            "scored_s": total}

@@ -144,6 +144,8 @@ def diarize(args: argparse.Namespace) -> int:
             _writable_file(args.rttm)
         if args.rttm_dir is not None:
             _writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
+        if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
+            return diarize_corpus(args, params, hyper)
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
                                               hyper_parameters=hyper)
     except (*USER_ERRORS, ValueError, RuntimeError) as e:  # ValueError/RuntimeError: parameters, device
@@ -173,6 +175,29 @@ def diarize(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def diarize_corpus(args: argparse.Namespace, params: dict, hyper: dict) -> int:
+    """A corpus (`--dataset/--manifest/--protocol`, or files with `--workers/--ray`) through `mlx_diar.executor`:
+    `--rttm-dir DIR/<uri>.rttm` and resumable records in `DIR/records/`. Exit status: failed recordings."""
+    from mlx_diar import corpus
+    from mlx_diar.executor import DiarizeTask, run_corpus
+
+    entries = corpus.collect(audio=args.audio or None, dataset=args.dataset, manifest=args.manifest,
+                             protocol=args.protocol, subset=args.subset, database=args.database)
+    if args.rttm_dir is None or args.rttm is not None:
+        raise OptionError("a corpus run writes one RTTM per recording and resumable records: give --rttm-dir DIR "
+                          "(and no --rttm)")
+    speakers = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers,
+                "max_speakers": args.max_speakers}
+    task = DiarizeTask(args.model, args.device, params, hyper, args.exclusive, speakers)
+    summary = run_corpus(task, entries, args.rttm_dir, workers=args.workers, ray=args.ray, threads=args.threads,
+                         redo=args.redo)
+    print(summary.line(), file=sys.stderr)
+    if summary.failed:
+        print(f"error: {summary.failed} of {len(entries)} recordings failed (see {args.rttm_dir}/records/)",
+              file=sys.stderr)
+    return summary.exit_status
+
+
 def _progress(path: Path, num_samples: int):
     """A progress bar on stderr for files longer than a minute (None otherwise)."""
     from mlx_diar.audio import SAMPLE_RATE
@@ -198,7 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     sub.add_parser("doctor", help="report MLX device, BLAS in use and versions")
     d = sub.add_parser("diarize", help="speaker diarization with a converted model")
-    d.add_argument("audio", nargs="+", type=Path)
+    d.add_argument("audio", nargs="*", type=Path)
+    d.add_argument("--dataset", type=Path, default=None, help="folder of audio files (docs/corpus.md)")
+    d.add_argument("--manifest", type=Path, default=None, help="JSONL: audio, uri, rttm, uem per line")
+    d.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
+    d.add_argument("--subset", default="test", help="protocol subset: train, development, test")
+    d.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
+    d.add_argument("--workers", type=_number(1, integer=True), default=None, help="worker processes (default: cores)")
+    d.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
+    d.add_argument("--threads", type=_number(1, integer=True), default=None, help="threads per worker")
+    d.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     d.add_argument("--model", required=True, type=Path, help="converted 'full' model directory")
     d.add_argument("--rttm", type=Path, default=None,
                    help="write all RTTM here, rewritten (atomically) after each file (default: stdout)")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent install of mlx-diar with its reference (pyannote.audio) and dev extras into .venv.
+# Extras: reference (pyannote.audio), dev (tests), cluster (Ray, for corpus runs on a cluster).
 # Linux: CPU-only torch pinned by a constraints file, OpenBLAS for MLX, ffmpeg 5.1 libs for
 # torchcodec, espeak-ng/festival for synthetic speech, chromium for the HTML report test.
 # macOS: plain PyPI packages (mlx, torch, pyannote.audio), no workaround needed.
@@ -33,9 +34,9 @@ if [ "$(uname -s)" = "Linux" ]; then
   # A plain `torch` requirement pulls a multi-GB CUDA build; 2.13.0 is the CPU build on disk.
   printf 'torch==2.13.0\ntorchcodec==0.13.0\n' > "$VENV/constraints.txt"
   $PIP install -q --disable-pip-version-check torch==2.13.0
-  $PIP install -q --disable-pip-version-check -c "$VENV/constraints.txt" "mlx[cpu]" -e ".[reference,dev]" "torchcodec==0.13.0"
+  $PIP install -q --disable-pip-version-check -c "$VENV/constraints.txt" "mlx[cpu]" -e ".[reference,dev,cluster]" "torchcodec==0.13.0"
 else
-  $PIP install -q --disable-pip-version-check mlx -e ".[reference,dev]"
+  $PIP install -q --disable-pip-version-check mlx -e ".[reference,dev,cluster]"
 fi
 
 # PyPI's torchaudio 2.11.0 for Linux is a CUDA build: its compiled extensions need libcudart.

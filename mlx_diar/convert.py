@@ -31,6 +31,7 @@ from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
 QUANT_BITS = quantize_module.BITS
+CONVERTER_REVISION = 2  # bumped when the same options convert differently (2: precision policy, quantized LSTM/conv)
 
 
 def _precision_name(dtype: str, mode: str) -> str:

@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
     parser.add_argument("--dtype", nargs="+", choices=precision.REDUCED, default=list(precision.REDUCED))
     parser.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
+    parser.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
     parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
     args = parser.parse_args(argv)
 
@@ -262,11 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     references = {item.uri: run_reference(reference_pipeline, item.waveform, uri=item.uri, record_layers=False)
                   for item in items}
     float32_dir = converted_model(root, source_fingerprint(root), Variant("float32"))
-    rows = run_map(items, references, float32_dir, probes(tuple(args.dtype), not args.no_quantize),
-                   log=lambda s: print(s, file=sys.stderr, flush=True))
-    frame = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out / "sensitivity.csv", index=False)
-    (args.out / "sensitivity.md").write_text("\n".join(markdown(frame)) + "\n")
+    rows: list[dict[str, Any]] = []
+    for probe in probes(() if args.only_quantize else tuple(args.dtype), not args.no_quantize):  # written after each probe: partial maps survive
+        rows += run_map(items, references, float32_dir, [probe], log=lambda s: print(s, file=sys.stderr, flush=True))
+        frame = pd.DataFrame(rows)
+        frame.to_csv(args.out / "sensitivity.csv", index=False)
+        (args.out / "sensitivity.md").write_text("\n".join(markdown(frame)) + "\n")
     print(args.out / "sensitivity.md")
     return 0

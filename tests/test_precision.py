@@ -22,12 +22,11 @@ from mlx_diar.model_io import load_model
 from mlx_diar.models.pyannet import BiLSTMLayer
 from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
-# (dtype, precision mode, bits): the gated variants, and the reported ones (pure, 4-bit)
+# (dtype, precision mode, bits): the gated variants, and 4-bit (reported)
 VARIANTS = {
     "float16": ("float16", "default", None),
     "bfloat16": ("bfloat16", "default", None),
     "q8": ("float32", "default", 8),
-    "float16-pure": ("float16", "pure", None),
     "q4": ("float32", "default", 4),
 }
 

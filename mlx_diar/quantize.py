@@ -252,3 +252,7 @@ class QuantizedBiLSTMLayer(nn.Module):
         if "backward" not in self:
             return hidden[0]
         return mx.concatenate([hidden[0], hidden[1][:, ::-1]], axis=-1)
+
+    def time_major(self, x: mx.array) -> mx.array:
+        """Time-major (T,B,D) -> (T,B,2H), the call `pyannet.BiLSTMLayer` also offers."""
+        return self(x.transpose(1, 0, 2)).transpose(1, 0, 2)

@@ -1,4 +1,4 @@
-"""Project-wide pytest setup: the `--benchmark` flag and session-shared fixtures."""
+"""Project-wide pytest setup: the `--benchmark` flag."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without `--benchmark`, deselect the benchmarks (tests using pytest-benchmark's `benchmark` fixture)."""
     if config.getoption("--benchmark"):
         return
-    skip = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark`")
-    for item in items:
-        if "benchmark" in getattr(item, "fixturenames", ()):
-            item.add_marker(skip)
+    benchmarks = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    if benchmarks:
+        config.hook.pytest_deselected(items=benchmarks)
+        items[:] = [item for item in items if item not in benchmarks]

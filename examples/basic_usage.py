@@ -20,7 +20,7 @@ def main() -> None:
 
         source = fixture_dir()
     model_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("models/mlx_model")
-    from harness.fixtures import sample_audio
+    from harness.paths import sample_audio
 
     audio, _ = sample_audio()
 

@@ -1,9 +1,16 @@
-"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | fixtures`."""
+"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | fixtures | plda [DIR] | reference ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _fixture_checkpoint() -> str:
+    from harness.fixtures import fixture_dir
+
+    return str(fixture_dir())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,22 +23,36 @@ def main(argv: list[str] | None = None) -> int:
         from harness.sensitivity import main as sensitivity
 
         return sensitivity(argv[1:])
+    if argv and argv[0] == "reference":
+        from reference.__main__ import main as reference
+
+        return reference(argv[1:], default_checkpoint=_fixture_checkpoint, prog="python -m harness reference")
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
     sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
+    sub.add_parser("reference", help="`python -m reference` with the offline fixture pipeline as default checkpoint")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")
+    p = sub.add_parser("plda", help="measure the fixture pipeline's speaker discrimination and DER "
+                                    "(side by side with another pipeline directory when given)")
+    p.add_argument("other", type=Path, nargs="?", default=None, help="another pipeline directory to compare")
     args = parser.parse_args(argv)
-    if args.command == "fixtures":
-        from harness.fixtures import FixtureError, fixture_dir
 
-        try:
-            print(fixture_dir())
-        except FixtureError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    from harness.fixtures import FixtureError, fixture_dir
+
+    try:
+        root = fixture_dir()
+    except FixtureError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.command == "fixtures":
+        print(root)
         return 0
-    return 2
+    from harness.plda import comparison_table
+
+    dirs = {"fixture": root} | ({"other": args.other} if args.other else {})
+    print(comparison_table(dirs))
+    return 0
 
 
 if __name__ == "__main__":

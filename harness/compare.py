@@ -4,7 +4,11 @@ For every variant (dtype, optional quantization) it measures layer-by-layer erro
 exact inputs the reference recorded, the pipeline's DER/JER against the reference RTTM and
 against pyannote's own output, wall-clock per stage and peak memory of both sides; then it
 writes layers.csv, pipeline.csv, timing.csv, summary.md and report.html, and with `--check`
-exits non-zero when a parity target of shared/ARCHITECTURE.md §5 (harness.targets) is missed.
+exits non-zero when a parity target of `harness.targets` (docs/parity.md) is missed.
+
+Stages: `collect_audio` (inputs checked before any inference) > `open_session` (models
+loaded and warmed once) > `compare_recording` per file (typed rows of `harness.rows`) >
+`corpus_rows` > `harness.report.write_reports`.
 """
 
 from __future__ import annotations
@@ -17,16 +21,24 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness import targets
 from harness.memory import PeakRSS
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.pipeline import STAGES
+from mlx_diar.provenance import package_versions
+
+if TYPE_CHECKING:
+    from reference.runner import ReferenceRun
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
 WARMUP_SECONDS = 10.0
 
 
@@ -57,6 +69,7 @@ def variants(dtype: str, quantize: int | None, group_size: int, pure: bool = Fal
     return out
 
 
+# ---------------------------------------------------------------------------------------------- inputs
 @dataclasses.dataclass
 class AudioItem:
     """One file to compare: its 16 kHz waveform and, when available, reference RTTM and UEM."""
@@ -69,39 +82,59 @@ class AudioItem:
 
     @property
     def duration(self) -> float:
-        return len(self.waveform) / 16000
+        return len(self.waveform) / SAMPLE_RATE
 
 
-def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioItem]:
-    """The files of `--audio` or `--dataset` (default: pyannote's bundled sample with its RTTM)."""
-    from harness.fixtures import sample_audio
-    from harness.metrics import load_rttm, load_uem, uem_for
-    from mlx_diar.audio import load_audio
+def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
+    """The files of `--audio` or `--dataset` (default: pyannote's bundled sample)."""
+    from harness.paths import sample_audio
 
     if dataset is not None:
         if not dataset.is_dir():
-            raise SystemExit(f"error: --dataset {dataset}: not a directory")
+            raise OptionError(f"--dataset {dataset}: not a directory")
         paths = sorted(p for p in dataset.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
         if not paths:
-            raise SystemExit(f"error: --dataset {dataset}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    elif audio:
-        paths = list(audio)
-    else:
-        paths = [sample_audio()[0]]
-    items = []
+            raise OptionError(f"--dataset {dataset}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        return paths
+    return [Path(p) for p in audio] if audio else [Path(sample_audio()[0])]
+
+
+def load_item(path: Path) -> AudioItem:
+    """One file with the same-named `.rttm` (reference) and `.uem` (scored regions) beside it, all checked."""
+    from harness.metrics import load_uem, reference_for, uem_for
+    from mlx_diar.audio import load_audio
+
+    item = AudioItem(path=path, uri=path.stem, waveform=load_audio(path))
+    rttm, uem = path.with_suffix(".rttm"), path.with_suffix(".uem")
+    if rttm.is_file():
+        item.reference = reference_for(rttm, item.uri)
+    item.uem = load_uem(uem, item.uri) if uem.is_file() else uem_for(item.duration)
+    return item
+
+
+def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioItem]:
+    """Every file to compare, loaded and checked (raises `MlxDiarError` naming the file) before any inference."""
+    paths = audio_paths(audio, dataset)
+    seen: dict[str, Path] = {}
     for path in paths:
-        waveform = load_audio(path)
-        item = AudioItem(path=Path(path), uri=Path(path).stem, waveform=waveform)
-        rttm = Path(path).with_suffix(".rttm")
-        if rttm.is_file():
-            annotations = load_rttm(rttm)
-            item.reference = annotations.get(item.uri) or next(iter(annotations.values()))
-        uem = Path(path).with_suffix(".uem")
-        item.uem = load_uem(uem, item.uri) if uem.is_file() else uem_for(item.duration)
-        items.append(item)
-    return items
+        if path.stem in seen:
+            raise OptionError(f"{path}: same name as {seen[path.stem]}; each file's name is its uri in the reports")
+        seen[path.stem] = path
+    return [load_item(path) for path in paths]
 
 
+def writable_dir(path: Path, option: str = "--out") -> Path:
+    """Create `path` if needed and prove a file can be written in it, else `OptionError` naming `option`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OptionError(f"{option} {path}: cannot write reports there ({e.strerror or e})") from None
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- models
 def source_fingerprint(root: Path) -> str:
     """sha256 over the pipeline's config and every checkpoint/PLDA file (names the model cache)."""
     from mlx_diar.checkpoint import sha256sum
@@ -112,12 +145,20 @@ def source_fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
-def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
-    """The MLX conversion of `root` for `variant`, cached by source fingerprint + variant."""
-    from harness.fixtures import cache_root
-    from mlx_diar.convert import CONVERTER_REVISION, convert_pyannote_model
+def model_cache_key(fingerprint: str, variant: Variant) -> str:
+    """Source fingerprint + variant + on-disk format + converter version: a new sanitize or layout never
+    reuses a stale conversion."""
+    from mlx_diar import model_io
 
-    target = cache_root() / "models" / f"{fingerprint[:16]}-{variant.name}-r{CONVERTER_REVISION}"
+    return f"{fingerprint[:16]}-{variant.name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
+
+
+def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
+    """The MLX conversion of `root` for `variant`, cached under `model_cache_key`."""
+    from harness.paths import cache_root
+    from mlx_diar.convert import convert_pyannote_model
+
+    target = cache_root() / "models" / model_cache_key(fingerprint, variant)
     if not (target / "config.json").is_file():
         convert_pyannote_model(root, target, "full", variant.dtype, quantize=variant.quantize,
                                q_group_size=variant.group_size, precision_mode=variant.precision)
@@ -157,7 +198,7 @@ def mlx_layers(models, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.
 
 
 def layer_rows(file: str, variant: Variant, arrays: dict[str, np.ndarray],
-               captured: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+               captured: dict[str, dict[str, np.ndarray]]) -> list[LayerRow]:
     """One row per layer present on both sides, in the MLX forward order."""
     rows = []
     for model, layers in captured.items():
@@ -166,36 +207,35 @@ def layer_rows(file: str, variant: Variant, arrays: dict[str, np.ndarray],
             if key not in arrays:
                 continue
             reference = arrays[key]
-            row: dict[str, Any] = {"file": file, "variant": variant.name, "dtype": variant.dtype,
-                                   "quantize": f"q{variant.quantize}g{variant.group_size}" if variant.quantize else "",
-                                   "model": model, "layer": name, "depth": depth, "shape": str(reference.shape)}
+            row = LayerRow(file=file, variant=variant.name, dtype=variant.dtype,
+                           quantize=f"q{variant.quantize}g{variant.group_size}" if variant.quantize else "",
+                           model=model, layer=name, depth=depth, shape=str(reference.shape))
             if reference.shape != mine.shape:
-                row.update(max_abs_err=np.nan, rel_l2=np.inf, cosine=np.nan, argmax_agreement=np.nan,
-                           target=f"shape {reference.shape}", passed=False)
+                row.rel_l2, row.target, row.passed = np.inf, f"shape {reference.shape}", False
                 rows.append(row)
                 continue
-            row.update(layer_errors(reference, mine))
-            row["argmax_agreement"] = (float(np.mean(reference.argmax(-1) == mine.argmax(-1)))
-                                       if model == "segmentation" and name == "activation" else np.nan)
-            row["target"], row["passed"] = layer_target(variant, model, name, row)
+            row = dataclasses.replace(row, **layer_errors(reference, mine))
+            if model == "segmentation" and name == "activation":
+                row.argmax_agreement = float(np.mean(reference.argmax(-1) == mine.argmax(-1)))
+            row.target, row.passed = layer_target(variant, row)
             rows.append(row)
     return rows
 
 
-def layer_target(variant: Variant, model: str, name: str, row: dict[str, Any]) -> tuple[str, Any]:
-    """The §5 target for this layer and whether it is met (NA when the variant has none)."""
+def layer_target(variant: Variant, row: LayerRow) -> tuple[str, bool | None]:
+    """The parity target for this layer and whether it is met (None when the variant has none)."""
     if variant.dtype != "float32" or variant.quantize:
         return "", None
-    if model == "segmentation" and name == "activation":
-        ok = (row["max_abs_err"] <= targets.SEGMENTATION_MAX_ABS_ERR_F32
-              and row["argmax_agreement"] >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
-              and row["rel_l2"] <= targets.LAYER_REL_L2_F32)
+    if row.model == "segmentation" and row.layer == "activation":
+        ok = (row.max_abs_err <= targets.SEGMENTATION_MAX_ABS_ERR_F32
+              and row.argmax_agreement >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
+              and row.rel_l2 <= targets.LAYER_REL_L2_F32)
         return (f"rel L2 <= {targets.LAYER_REL_L2_F32:g}, max abs <= {targets.SEGMENTATION_MAX_ABS_ERR_F32:g}, "
-                f"argmax 100%"), ok
-    if model == "embedding" and name in ("embedding", "resnet.seg_1"):
-        ok = row["cosine"] >= targets.EMBEDDING_COSINE_F32 and row["rel_l2"] <= targets.LAYER_REL_L2_F32
-        return f"rel L2 <= {targets.LAYER_REL_L2_F32:g}, cosine >= {targets.EMBEDDING_COSINE_F32}", ok
-    return f"rel L2 <= {targets.LAYER_REL_L2_F32:g}", row["rel_l2"] <= targets.LAYER_REL_L2_F32
+                f"argmax 100%"), bool(ok)
+    if row.model == "embedding" and row.layer in ("embedding", "resnet.seg_1"):
+        ok = row.cosine >= targets.EMBEDDING_COSINE_F32 and row.rel_l2 <= targets.LAYER_REL_L2_F32
+        return f"rel L2 <= {targets.LAYER_REL_L2_F32:g}, cosine >= {targets.EMBEDDING_COSINE_F32}", bool(ok)
+    return f"rel L2 <= {targets.LAYER_REL_L2_F32:g}", bool(row.rel_l2 <= targets.LAYER_REL_L2_F32)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -214,21 +254,22 @@ def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
     return float(np.nanmin(cos))
 
 
-def pipeline_target(variant: Variant, row: dict[str, Any]) -> tuple[str, Any]:
-    """The §5 pipeline target for this variant, and whether it is met (None: reported, not gated)."""
-    der = row["der_vs_pyannote"]
+def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | None]:
+    """The pipeline target for this variant, and whether it is met (None when the variant has none)."""
+    der = row.der_vs_pyannote
     if variant.dtype == "float32" and not variant.quantize:
-        ok = (der <= targets.PIPELINE_DER_F32 and row["segmentation_frame_agreement_decided"]
-              >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32 and row["embedding_min_cosine"] >= targets.EMBEDDING_COSINE_F32)
+        ok = (der <= targets.PIPELINE_DER_F32
+              and row.segmentation_frame_agreement_decided >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
+              and row.embedding_min_cosine >= targets.EMBEDDING_COSINE_F32)
         return (f"DER vs pyannote = {targets.PIPELINE_DER_F32:.0%}, argmax 100% (decided frames), "
-                f"cosine >= {targets.EMBEDDING_COSINE_F32}"), ok
+                f"cosine >= {targets.EMBEDDING_COSINE_F32}"), bool(ok)
     target = targets.precision_target(variant.dtype, variant.precision, variant.quantize)
     if target is None:
         return "", None
-    ok = (der <= target.der and row["segmentation_frame_agreement"] >= target.frames
-          and row["embedding_min_cosine"] >= target.cosine and row["speakers"] == row["pyannote_speakers"])
+    ok = (der <= target.der and row.segmentation_frame_agreement >= target.frames
+          and row.embedding_min_cosine >= target.cosine and row.speakers == row.pyannote_speakers)
     return (f"DER vs pyannote <= {100 * target.der:.1f} pt, frames >= {target.frames:.1%}, "
-            f"cosine >= {target.cosine}, speakers equal"), ok
+            f"cosine >= {target.cosine}, speakers equal"), bool(ok)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -245,17 +286,6 @@ def machine_info(device: str) -> dict[str, Any]:
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1),
             "device": f"mlx {device}", "blas": active_blas()}
 
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("mlx", "mlx-diar", "torch", "pyannote.audio", "numpy", "scipy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def git_short_hash() -> str:
@@ -285,7 +315,7 @@ SEEDED_PARTS = [
     "The embedding model (WeSpeakerResNet34) is not trained: its trunk has seeded random weights and only "
     "its output layer (resnet.seg_1) is estimated from synthetic espeak-ng/Festival speakers; no trained "
     "WeSpeaker weights are reachable offline.",
-    "The PLDA is not pyannote's: it is estimated from the same kind of synthetic speakers (FIXTURE.md).",
+    "The PLDA is not pyannote's: it is estimated from the same kind of synthetic speakers (docs/fixture.md).",
     "DER against the reference RTTM therefore measures this fixture system, not community-1's quality; "
     "DER of MLX against pyannote measures the port.",
 ]
@@ -312,148 +342,214 @@ class Progress:
             self.bar.stop()
 
 
+SILENT = Progress(quiet=True, total=0)
+
+
 def timing_rows(file: str, variant: str, side: str, timings: dict[str, float], duration: float,
-                peak_mb: float, warmup_runs: int, baseline: dict[str, float] | None) -> list[dict[str, Any]]:
+                peak_mb: float, warmup_runs: int, baseline: dict[str, float] | None) -> list[TimingRow]:
+    """One row per stage; `baseline` (pyannote's timings) gives the speed ratio of an MLX run."""
     rows = []
     for stage in STAGES:
         seconds = float(timings.get(stage, 0.0))
         ratio = np.nan
         if baseline is not None and seconds > 0:
             ratio = baseline.get(stage, np.nan) / seconds
-        rows.append({"file": file, "variant": variant, "side": side, "stage": stage, "seconds": seconds,
-                     "rtf": seconds / duration if duration else np.nan, "speed_ratio": ratio,
-                     "peak_rss_mb": peak_mb, "warmup_runs": warmup_runs})
+        rows.append(TimingRow(file=file, variant=variant, side=side, stage=stage, seconds=seconds,
+                              rtf=seconds / duration if duration else np.nan, speed_ratio=ratio,
+                              peak_rss_mb=peak_mb, warmup_runs=warmup_runs))
     return rows
 
 
-def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: list[Variant], device: str,
-                layer_items: int = 1, quiet: bool = False,
-                sensitivity: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure everything; returns (frames as lists of rows, meta/annotations)."""
+@dataclasses.dataclass
+class Session:
+    """Everything loaded once per process: pyannote's pipeline and one warmed MLX pipeline per variant."""
+
+    resolved: Any  # mlx_diar.sources.PipelineSource
+    fixture: bool
+    fingerprint: str
+    reference: Any  # pyannote.audio SpeakerDiarization
+    mlx: dict[Variant, Any]  # {variant: mlx_diar SpeakerDiarizationPipeline}
+
+    def meta(self) -> dict[str, Any]:
+        return {"checkpoint": checkpoint_meta(self.resolved, self.fixture), "fixture": self.fixture,
+                "fingerprint": self.fingerprint}
+
+
+def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray,
+                 progress: Progress | None = None) -> Session:
+    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded).
+
+    Every model stays resident during every measured run, so each side's peak RSS includes the other's models.
+    """
     from harness.fixtures import fixture_dir
-    from harness.metrics import Accumulator, score
-    from harness.sensitivity import footprint
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
     from mlx_diar.sources import resolve_pipeline
     from reference.runner import load_pipeline, run_reference
 
+    step = (progress or SILENT).step
     fixture = checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else checkpoint)
-    root = resolved.root
-    fingerprint = source_fingerprint(root)
-    progress = Progress(quiet, total=len(variant_list) * (len(items) + 1) + len(items) + 1)
-    progress.step("loading pyannote.audio")
-    reference_pipeline = load_pipeline(root)
-    warmup = items[0].waveform[: int(WARMUP_SECONDS * 16000)]
-    run_reference(reference_pipeline, warmup, record_layers=False)  # warm-up, excluded
-
-    layers: list[dict] = []
-    pipeline_rows: list[dict] = []
-    timing: list[dict] = []
-    annotations: dict[str, Any] = {}
-    references: dict[str, Any] = {}
-    for item in items:
-        progress.step(f"pyannote: {item.uri}")
-        with PeakRSS() as rss:
-            ref = run_reference(reference_pipeline, item.waveform, uri=item.uri, layer_items=layer_items)
-        references[item.uri] = ref
-        annotations[item.uri] = {"duration": item.duration, "reference": item.reference, "pyannote": ref.diarization,
-                                 "mlx": {}}
-        timing += timing_rows(item.uri, "pyannote", "pyannote", ref.meta["timings"], item.duration, rss.peak_mb, 1, None)
-        row = {"file": item.uri, "variant": "pyannote", "side": "pyannote", "duration_s": item.duration,
-               "speakers": len(ref.diarization.labels()),
-               "reference_speakers": len(item.reference.labels()) if item.reference is not None else np.nan,
-               "der_vs_reference": np.nan, "jer_vs_reference": np.nan, "der_vs_pyannote": np.nan,
-               "jer_vs_pyannote": np.nan, "segmentation_frame_agreement": np.nan,
-               "segmentation_frame_agreement_decided": np.nan, "embedding_min_cosine": np.nan,
-               "target": "", "passed": None}
-        if item.reference is not None:
-            s = score(item.reference, ref.diarization, item.uem)
-            row.update(der_vs_reference=s["der"], jer_vs_reference=s["jer"])
-        pipeline_rows.append(row)
-
-    corpus = {"pyannote": Accumulator()}
-    for item in items:
-        if item.reference is not None:
-            corpus["pyannote"].add(item.reference, references[item.uri].diarization, item.uem)
+    fingerprint = source_fingerprint(resolved.root)
+    step("loading pyannote.audio")
+    reference = load_pipeline(resolved.root)
+    run_reference(reference, warmup, record_layers=False)
+    mlx = {}
     for variant in variant_list:
-        progress.step(f"converting {variant.name}")
-        model_dir = converted_model(root, fingerprint, variant)
-        pipeline = SpeakerDiarizationPipeline(model_path=model_dir, device=device)
-        pipeline.apply(warmup)  # warm-up, excluded
-        corpus[variant.name], corpus[f"{variant.name}/pyannote"] = Accumulator(), Accumulator()
-        for item in items:
-            progress.step(f"mlx {variant.name}: {item.uri}")
-            ref = references[item.uri]
-            with PeakRSS() as rss:
-                out = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
-            annotations[item.uri]["mlx"][variant.name] = out.speaker_diarization
-            layers += layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
-            timing += timing_rows(item.uri, variant.name, "mlx", out.timings, item.duration, rss.peak_mb, 1,
-                                  ref.meta["timings"])
-            versus = score(ref.diarization, out.speaker_diarization, item.uem)
-            corpus[f"{variant.name}/pyannote"].add(ref.diarization, out.speaker_diarization, item.uem)
-            row = {"file": item.uri, "variant": variant.name, "side": "mlx", "duration_s": item.duration,
-                   "speakers": len(out.speaker_diarization.labels()),
-                   "pyannote_speakers": len(ref.diarization.labels()), **footprint(model_dir),
-                   "reference_speakers": len(item.reference.labels()) if item.reference is not None else np.nan,
-                   "der_vs_reference": np.nan, "jer_vs_reference": np.nan,
-                   "der_vs_pyannote": versus["der"], "jer_vs_pyannote": versus["jer"]}
-            all_frames, decided = (segmentation_agreement(out.stages["segmentation_scores"].data,
-                                                          ref.arrays["segmentation_scores"])
-                                   if "embeddings" in out.stages else (1.0, 1.0))
-            row.update(segmentation_frame_agreement=all_frames, segmentation_frame_agreement_decided=decided,
-                       embedding_min_cosine=(min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
-                                             if "embeddings" in out.stages and "embeddings" in ref.arrays else np.nan))
-            if item.reference is not None:
-                s = score(item.reference, out.speaker_diarization, item.uem)
-                row.update(der_vs_reference=s["der"], jer_vs_reference=s["jer"])
-                corpus[variant.name].add(item.reference, out.speaker_diarization, item.uem)
-            row["target"], row["passed"] = pipeline_target(variant, row)
-            pipeline_rows.append(row)
-    progress.close()
-    sensitivity_rows = []
-    if sensitivity:
-        from harness.sensitivity import probes, run_map
-
-        sensitivity_rows = run_map(items, references, converted_model(root, fingerprint, Variant("float32")),
-                                   probes(), log=lambda text: None if quiet else print(text, file=sys.stderr))
-    if len(items) > 1:
-        pipeline_rows += corpus_rows(items, variant_list, corpus)
-    meta = {"checkpoint": checkpoint_meta(resolved, fixture), "fixture": fixture, "fingerprint": fingerprint}
-    return ({"layers": layers, "pipeline": pipeline_rows, "timing": timing, "sensitivity": sensitivity_rows},
-            {"meta": meta, "annotations": annotations})
+        step(f"converting {variant.name}")
+        pipeline = SpeakerDiarizationPipeline(model_path=converted_model(resolved.root, fingerprint, variant),
+                                              device=device)
+        pipeline.apply(warmup)
+        mlx[variant] = pipeline
+    return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, reference=reference, mlx=mlx)
 
 
-def corpus_rows(items: list[AudioItem], variant_list: list[Variant], corpus: dict[str, Any]) -> list[dict]:
-    """Aggregate rows (file "(all)"): corpus DER/JER accumulated by pyannote.metrics."""
-    duration = sum(item.duration for item in items)
-    has_reference = any(item.reference is not None for item in items)
+@dataclasses.dataclass
+class RecordingResult:
+    """Everything measured on one recording: the report rows and the diarizations (scored again per corpus)."""
+
+    uri: str
+    layers: list[LayerRow]
+    pipeline: list[PipelineRow]
+    timing: list[TimingRow]
+    diarizations: Diarizations
+    uem: Any  # pyannote.core.Timeline
+
+
+def _speakers(annotation) -> float:
+    return np.nan if annotation is None else len(annotation.labels())
+
+
+def run_pyannote(item: AudioItem, pipeline, layer_items: int) -> tuple[ReferenceRun, PipelineRow, list[TimingRow]]:
+    """pyannote on one file: (ReferenceRun, its pipeline row, its timing rows)."""
+    from harness.metrics import score
+    from reference.runner import run_reference
+
+    with PeakRSS() as rss:
+        ref = run_reference(pipeline, item.waveform, uri=item.uri, layer_items=layer_items)
+    row = PipelineRow(file=item.uri, variant="pyannote", side="pyannote", duration_s=item.duration,
+                      speakers=_speakers(ref.diarization), reference_speakers=_speakers(item.reference))
+    if item.reference is not None:
+        s = score(item.reference, ref.diarization, item.uem)
+        row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
+    timing = timing_rows(item.uri, "pyannote", "pyannote", ref.meta["timings"], item.duration, rss.peak_mb, 1, None)
+    return ref, row, timing
+
+
+def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
+            ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
+    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing)."""
+    from harness.metrics import score
+    from harness.sensitivity import footprint
+
+    with PeakRSS() as rss:
+        out = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
+    hypothesis = out.speaker_diarization
+    versus = score(ref.diarization, hypothesis, item.uem)
+    row = PipelineRow(file=item.uri, variant=variant.name, side="mlx", duration_s=item.duration,
+                      speakers=_speakers(hypothesis), reference_speakers=_speakers(item.reference),
+                      pyannote_speakers=_speakers(ref.diarization), **footprint(pipeline.models.path),
+                      der_vs_pyannote=versus["der"], jer_vs_pyannote=versus["jer"],
+                      segmentation_frame_agreement=1.0, segmentation_frame_agreement_decided=1.0)
+    if "embeddings" in out.stages:  # else no speech: the run stopped after speaker counting
+        row.segmentation_frame_agreement, row.segmentation_frame_agreement_decided = segmentation_agreement(
+            out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
+        if "embeddings" in ref.arrays:
+            row.embedding_min_cosine = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
+    if item.reference is not None:
+        s = score(item.reference, hypothesis, item.uem)
+        row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
+    row.target, row.passed = pipeline_target(variant, row)
+    layers = layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
+    timing = timing_rows(item.uri, variant.name, "mlx", out.timings, item.duration, rss.peak_mb, 1,
+                         ref.meta["timings"])
+    return hypothesis, row, layers, timing
+
+
+def compare_recording(item: AudioItem, session: Session, layer_items: int = 1,
+                      progress: Progress | None = None) -> RecordingResult:
+    """One recording: pyannote once, then every MLX variant of `session` against it."""
+    step = (progress or SILENT).step
+    step(f"pyannote: {item.uri}")
+    ref, pyannote_row, timing = run_pyannote(item, session.reference, layer_items)
+    result = RecordingResult(uri=item.uri, layers=[], pipeline=[pyannote_row], timing=timing, uem=item.uem,
+                             diarizations=Diarizations(duration=item.duration, pyannote=ref.diarization,
+                                                       reference=item.reference))
+    for variant, pipeline in session.mlx.items():
+        step(f"mlx {variant.name}: {item.uri}")
+        hypothesis, row, layers, timing = run_mlx(item, variant, pipeline, ref)
+        result.diarizations.mlx[variant.name] = hypothesis
+        result.pipeline.append(row)
+        result.layers += layers
+        result.timing += timing
+    return result
+
+
+def corpus_rows(results: list[RecordingResult], variant_names: list[str]) -> list[PipelineRow]:
+    """Aggregate rows (file "(all)"): corpus DER/JER accumulated by pyannote.metrics over every recording."""
+    from harness.metrics import Accumulator
+
+    duration = sum(r.diarizations.duration for r in results)
     rows = []
-    for name in ["pyannote"] + [v.name for v in variant_list]:
-        row = {"file": "(all)", "variant": name, "side": "pyannote" if name == "pyannote" else "mlx",
-               "duration_s": duration, "target": "", "passed": None}
-        if has_reference:
-            result = corpus[name].result()
-            row.update(der_vs_reference=result["der"], jer_vs_reference=result["jer"])
+    for name in ["pyannote", *variant_names]:
+        row = PipelineRow(file="(all)", variant=name, side="pyannote" if name == "pyannote" else "mlx",
+                          duration_s=duration)
+        versus_reference, versus_pyannote = Accumulator(), Accumulator()
+        for r in results:
+            d = r.diarizations
+            hypothesis = d.pyannote if name == "pyannote" else d.mlx[name]
+            if d.reference is not None:
+                versus_reference.add(d.reference, hypothesis, r.uem)
+            if name != "pyannote":
+                versus_pyannote.add(d.pyannote, hypothesis, r.uem)
+        if any(r.diarizations.reference is not None for r in results):
+            row.der_vs_reference, row.jer_vs_reference = versus_reference.result().values()
         if name != "pyannote":
-            result = corpus[f"{name}/pyannote"].result()
-            row.update(der_vs_pyannote=result["der"], jer_vs_pyannote=result["jer"])
+            row.der_vs_pyannote, row.jer_vs_pyannote = versus_pyannote.result().values()
         rows.append(row)
     return rows
 
 
-def first_failure(layers, pipeline) -> list[str]:
+@dataclasses.dataclass
+class CompareResult:
+    """A whole comparison: every report row, each recording's diarizations, provenance."""
+
+    layers: list[LayerRow]
+    pipeline: list[PipelineRow]
+    timing: list[TimingRow]
+    diarizations: dict[str, Diarizations]
+    meta: dict[str, Any]
+
+
+def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: list[Variant], device: str,
+                layer_items: int = 1, quiet: bool = False) -> CompareResult:
+    """Measure every item against every variant; corpus rows when there is more than one item."""
+    progress = Progress(quiet, total=len(variant_list) * (len(items) + 1) + len(items) + 1)
+    try:
+        warmup = items[0].waveform[: int(WARMUP_SECONDS * SAMPLE_RATE)]
+        session = open_session(checkpoint, variant_list, device, warmup, progress)
+        results = [compare_recording(item, session, layer_items, progress) for item in items]
+    finally:
+        progress.close()
+    pipeline = [row for r in results for row in r.pipeline]
+    if len(results) > 1:
+        pipeline += corpus_rows(results, [v.name for v in variant_list])
+    return CompareResult(layers=[row for r in results for row in r.layers], pipeline=pipeline,
+                         timing=[row for r in results for row in r.timing],
+                         diarizations={r.uri: r.diarizations for r in results}, meta=session.meta())
+
+
+def first_failure(layers: list[LayerRow], pipeline: list[PipelineRow]) -> list[str]:
     """Human-readable failures, the first one first: layers in forward order, then pipeline checks."""
     failures = []
-    failed_layers = layers[layers["passed"] == False] if len(layers) else layers  # noqa: E712 (pandas mask)
-    for _, row in failed_layers.sort_values(["file", "variant", "model", "depth"], kind="stable").iterrows():
-        failures.append(f"{row['file']} {row['variant']} {row['model']} layer {row['layer']}: rel L2 "
-                        f"{row['rel_l2']:.3g}, max abs {row['max_abs_err']:.3g} (target {row['target']})")
-    for _, row in pipeline[pipeline["passed"] == False].iterrows():  # noqa: E712
-        failures.append(f"{row['file']} {row['variant']}: pipeline target missed ({row['target']}): DER vs pyannote "
-                        f"{row['der_vs_pyannote']:.2%}, frames {row['segmentation_frame_agreement']:.4%}, "
-                        f"min cosine {row['embedding_min_cosine']:.6f}")
+    failed = sorted((r for r in layers if r.passed is False), key=lambda r: (r.file, r.variant, r.model, r.depth))
+    for row in failed:
+        failures.append(f"{row.file} {row.variant} {row.model} layer {row.layer}: rel L2 {row.rel_l2:.3g}, "
+                        f"max abs {row.max_abs_err:.3g} (target {row.target})")
+    for row in pipeline:
+        if row.passed is False:
+            failures.append(f"{row.file} {row.variant}: pipeline target missed ({row.target}): DER vs pyannote "
+                            f"{row.der_vs_pyannote:.2%}, frames {row.segmentation_frame_agreement:.4%}, "
+                            f"min cosine {row.embedding_min_cosine:.6f}")
     return failures
 
 
@@ -477,46 +573,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-items", type=int, default=1, help="chunks/items whose layers are compared")
     parser.add_argument("--check", action="store_true", help="exit 1 when a parity target is missed")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    from harness.fixtures import FixtureError
 
+    try:
+        return _compare(args, sys.argv[1:] if argv is None else argv)
+    except (MlxDiarError, FixtureError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _compare(args, argv: list[str]) -> int:
+    """`main` after parsing: check every input and the output folder, measure, write the reports."""
     import pandas as pd
 
     from harness.report import write_reports
-    from mlx_diar.audio import AudioError
-    from mlx_diar.checkpoint import CheckpointError
+    from mlx_diar.fsutil import atomic_write
 
-    try:
-        items = collect_audio(args.audio, args.dataset)
-        frames, extra = run_compare(args.checkpoint, items,
-                                    variants(args.dtype, args.quantize, args.q_group_size, args.pure),
-                                    args.device, layer_items=args.layer_items, quiet=args.quiet,
-                                    sensitivity=args.sensitivity)
-    except (AudioError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    layers = pd.DataFrame(frames["layers"])
-    pipeline = pd.DataFrame(frames["pipeline"])
-    timing = pd.DataFrame(frames["timing"])
-    failures = first_failure(layers, pipeline)
-    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
-                    "PASS: every parity target of ARCHITECTURE.md §5 is met")
+    if args.layer_items < 1:
+        raise OptionError(f"--layer-items {args.layer_items}: must be at least 1")
     created = dt.datetime.now(dt.timezone.utc)
-    out = args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}"
+    out = writable_dir(args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}")
+    items = collect_audio(args.audio, args.dataset)
+    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure),
+                         args.device, layer_items=args.layer_items, quiet=args.quiet)
+    sensitivity = None
+    if args.sensitivity:
+        from harness.sensitivity import measure
+
+        sensitivity = pd.DataFrame(measure(items, args.checkpoint, log=None if args.quiet else print))
+    failures = first_failure(result.layers, result.pipeline)
+    verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
+                    "PASS: every parity target of harness/targets.py is met")
     meta = {
         "title": "mlx-diar parity report: MLX vs pyannote.audio",
         "verdict": {"passed": not failures, "text": verdict_text},
         "failures": failures,
         "machine": machine_info(args.device),
-        "versions": versions(),
-        "checkpoint": extra["meta"]["checkpoint"],
-        "seeded_parts": SEEDED_PARTS if extra["meta"]["fixture"] else [],
+        "versions": package_versions(),
+        "checkpoint": result.meta["checkpoint"],
+        "seeded_parts": SEEDED_PARTS if result.meta["fixture"] else [],
         "warmup": f"1 warm-up run per side ({WARMUP_SECONDS:g} s of the first file) excluded from timings",
         "created": created.isoformat(timespec="seconds"),
-        "command": "python -m harness compare " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m harness compare " + " ".join(argv),
     }
-    paths = write_reports(out, layers, pipeline, timing, meta, extra["annotations"],
-                          pd.DataFrame(frames["sensitivity"]))
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations,
+                          sensitivity)
+    atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
     print(verdict_text)
     print(paths["summary.md"])
     if args.check and failures:

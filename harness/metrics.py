@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+from mlx_diar.errors import MlxDiarError
+
+
+class AnnotationError(MlxDiarError, ValueError):
+    """A reference RTTM or UEM file that cannot be used, naming the file (and line) and the problem."""
 
 
 def uem_for(duration: float):
@@ -13,11 +20,51 @@ def uem_for(duration: float):
     return Timeline([Segment(0.0, duration)])
 
 
-def load_rttm(path: str | Path) -> dict[str, Any]:
-    """{uri: Annotation} from an RTTM file."""
-    from pyannote.database.util import load_rttm as _load
+def _number(path: Path, lineno: int, field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise AnnotationError(f"{path}:{lineno}: {field} {text!r} is not a number >= 0")
+    return value
 
-    return _load(str(path))
+
+def load_rttm(path: str | Path) -> dict[str, Any]:
+    """{uri: Annotation} of the SPEAKER lines of an RTTM file, each line checked.
+
+    `type uri channel start duration <NA> <NA> speaker ...` per line, as pyannote.database
+    reads it; a malformed line raises `AnnotationError` naming the file and the line.
+    """
+    from pyannote.core import Annotation, Segment
+
+    path = Path(path)
+    annotations: dict[str, Any] = {}
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or fields[0] != "SPEAKER":
+            continue
+        if len(fields) < 8:
+            raise AnnotationError(f"{path}:{lineno}: expected 'SPEAKER uri channel start duration <NA> <NA> "
+                                  f"speaker', got {len(fields)} fields")
+        uri, speaker = fields[1], fields[7]
+        start = _number(path, lineno, "start", fields[3])
+        duration = _number(path, lineno, "duration", fields[4])
+        annotation = annotations.setdefault(uri, Annotation(uri=uri))
+        annotation[Segment(start, start + duration), lineno] = speaker
+    return annotations
+
+
+def reference_for(path: str | Path, uri: str):
+    """The reference Annotation of `uri` in the RTTM file `path`; `AnnotationError` when it has none."""
+    annotations = load_rttm(path)
+    if not annotations:
+        raise AnnotationError(f"{path}: no SPEAKER turns (an empty reference cannot name its recording {uri!r})")
+    if uri not in annotations:
+        found = ", ".join(repr(u) for u in sorted(annotations)[:5]) + (", ..." if len(annotations) > 5 else "")
+        raise AnnotationError(f"{path}: no turns for {uri!r}, the audio file's name (it has {found}); "
+                              f"an RTTM's uri must be its audio file's name without extension")
+    return annotations[uri]
 
 
 def score(reference, hypothesis, uem) -> dict[str, float]:
@@ -59,14 +106,29 @@ class Accumulator:
 
 
 def load_uem(path: str | Path, uri: str):
-    """The scored regions of `uri` from a UEM file (`uri channel start end` per line)."""
+    """The scored regions of `uri` from a UEM file (`uri channel start end` per line), each line checked."""
     from pyannote.core import Segment, Timeline
 
+    path = Path(path)
     segments = []
-    for line in Path(path).read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[0] == uri:
-            segments.append(Segment(float(parts[2]), float(parts[3])))
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) < 4:
+            raise AnnotationError(f"{path}:{lineno}: expected 'uri channel start end', got {len(fields)} fields")
+        start, end = _number(path, lineno, "start", fields[2]), _number(path, lineno, "end", fields[3])
+        if end <= start:
+            raise AnnotationError(f"{path}:{lineno}: end {fields[3]} is not after start {fields[2]}")
+        if fields[0] == uri:
+            segments.append(Segment(start, end))
     if not segments:
-        raise ValueError(f"{path}: no UEM segment for {uri!r}")
+        raise AnnotationError(f"{path}: no UEM segment for {uri!r}, the audio file's name")
     return Timeline(segments)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None

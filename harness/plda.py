@@ -35,24 +35,29 @@ J. Profant, M. Diez, L. Burget, "Bayesian HMM clustering of x-vector sequences (
 diarization", Computer Speech & Language 71, 2022, and its recipe (github.com/BUTSpeechFIT/VBx);
 Kaldi's `ivector-compute-lda` and `ivector-compute-plda` (D. Povey et al.).
 
-`python -m harness.plda BEFORE [AFTER]` compares two pipeline directories: held-out speaker
-identification, DER and speakers found on the bundled sample and on synthetic conversations.
+Any change to the recipe bumps `harness.paths.PLDA_RECIPE_VERSION`, which rebuilds the fixture.
+`python -m harness plda [OTHER_DIR]` measures the fixture pipeline (and compares it with another
+pipeline directory): held-out speaker identification, DER and speakers found on the bundled sample
+and on synthetic conversations.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.fsutil import atomic_path
+
 if TYPE_CHECKING:
+    from pyannote.core import Annotation
+
     from harness.synth import Voice
 
-RECIPE_VERSION = 1
 TRAIN_SPEAKERS = 150  # TRAIN_VOICES[:150]: the first half estimates the output layer, the second the PLDA
 TRAIN_ROUNDS = 4  # chunks per training speaker
 TRAIN_SEED = 0
@@ -84,9 +89,10 @@ class Estimate:
 
     def save(self, directory: Path) -> None:
         """Write `xvec_transform.npz` and `plda.npz` into `directory` (float64)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "xvec_transform.npz", mean1=self.mean1, mean2=self.mean2, lda=self.lda)
-        np.savez(directory / "plda.npz", mu=self.mu, tr=self.tr, psi=self.psi)
+        with atomic_path(directory / "xvec_transform.npz", suffix=".npz") as tmp:
+            np.savez(tmp, mean1=self.mean1, mean2=self.mean2, lda=self.lda)
+        with atomic_path(directory / "plda.npz", suffix=".npz") as tmp:
+            np.savez(tmp, mu=self.mu, tr=self.tr, psi=self.psi)
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ def conversation_chunks(voices: Sequence[Voice], rounds: int, seed: int,
     partners. Masks sample the reference at the segmentation model's frame rate and keep only the
     frames where the speaker speaks alone (as `embedding_exclude_overlap: true` does).
     """
-    from harness.synth import SAMPLE_RATE, mix, sentences, synthesize_many
+    from harness.synth import mix, sentences, synthesize_many
 
     if len(voices) % per_chunk:
         raise ValueError(f"{len(voices)} voices do not split into groups of {per_chunk}")
@@ -295,36 +301,21 @@ def fit(statistics: dict[str, np.ndarray], seeded_weight: np.ndarray, seeded_bia
     return Fit(weight=weight, bias=bias, plda=plda, facts=facts)
 
 
-def evaluate(pipeline_dir: Path, clips: int = 3) -> dict[str, object]:
-    """Held-out speaker identification and diarization results of one pipeline directory.
-
-    Speaker identification uses chunks of TEST_VOICES[36:] (voices the build never saw), embedded by
-    the pipeline's model, compared raw (cosine) and through its PLDA. Diarization: pyannote's
-    pipeline on the bundled sample and on `clips` synthetic conversations of three test voices.
-    """
-    from harness.fixtures import sample_audio
-    from harness.metrics import load_rttm, score, uem_for
+def synthetic_conversation(seed: int, duration: float = 13.0) -> tuple[np.ndarray, Annotation]:
+    """A conversation of three test voices drawn by `seed` (voices the fixture build never heard)."""
     from harness.synth import TEST_VOICES, make_conversation
-    from mlx_diar.audio import load_audio
-    from mlx_diar.checkpoint import load_checkpoint
-    from reference.runner import load_pipeline, run_reference
 
-    checkpoint = pipeline_dir / "embedding/pytorch_model.bin"
-    chunks = conversation_chunks(TEST_VOICES[EVAL_SPEAKERS:EVAL_SPEAKERS + 24], rounds=3, seed=60_000)
-    stats, labels = labelled(pooled_statistics(checkpoint, chunks), chunks.labels)
-    state = load_checkpoint(checkpoint)["state_dict"]
-    embeddings = stats @ state["resnet.seg_1.weight"].double().numpy().T + state["resnet.seg_1.bias"].double().numpy()
-    result: dict[str, object] = {
-        "accuracy_cosine": speaker_id_accuracy(embeddings, labels),
-        "accuracy_plda": speaker_id_accuracy(vbx_features(pipeline_dir / "plda", embeddings), labels),
-    }
-    pipeline = load_pipeline(pipeline_dir)
-    wav, rttm = sample_audio()
-    recordings = {"sample": (load_audio(wav), next(iter(load_rttm(rttm).values())))}
-    for seed in range(clips):
-        rng = np.random.default_rng(seed)
-        voices = [TEST_VOICES[i] for i in rng.choice(len(TEST_VOICES), 3, replace=False)]
-        recordings[f"synthetic-{seed}"] = make_conversation(voices, seed=seed, duration=13.0)
+    rng = np.random.default_rng(seed)
+    voices = [TEST_VOICES[i] for i in rng.choice(len(TEST_VOICES), 3, replace=False)]
+    return make_conversation(voices, seed=seed, duration=duration)
+
+
+def diarization_scores(pipeline, recordings: dict[str, tuple[np.ndarray, Annotation]]) -> dict[str, dict]:
+    """DER, speakers found and reference speakers of pyannote's `pipeline` on each (waveform, reference)."""
+    from harness.metrics import score, uem_for
+    from reference.runner import run_reference
+
+    result = {}
     for uri, (waveform, reference) in recordings.items():
         run = run_reference(pipeline, waveform, uri=uri, record_layers=False)
         metrics = score(reference, run.diarization, uem_for(run.meta["duration"]))
@@ -333,25 +324,46 @@ def evaluate(pipeline_dir: Path, clips: int = 3) -> dict[str, object]:
     return result
 
 
-def _main(argv: list[str]) -> int:
-    if not 1 <= len(argv) <= 2:
-        print("usage: python -m harness.plda BEFORE_PIPELINE_DIR [AFTER_PIPELINE_DIR]", file=sys.stderr)
-        return 2
-    from harness.fixtures import fixture_dir
+def evaluate(pipeline_dir: Path, clips: Iterable[int] = range(3)) -> dict[str, object]:
+    """Held-out speaker identification and diarization results of one pipeline directory.
 
-    dirs = {"before": Path(argv[0]), "after": Path(argv[1]) if len(argv) == 2 else fixture_dir()}
+    Speaker identification uses chunks of TEST_VOICES[36:] (voices the build never saw), embedded by
+    the pipeline's model, compared raw (cosine) and through its PLDA. Diarization: pyannote's
+    pipeline on the bundled sample and on the `synthetic_conversation` of each seed in `clips`.
+    """
+    from harness.metrics import load_rttm
+    from harness.paths import sample_audio
+    from harness.synth import TEST_VOICES
+    from mlx_diar.audio import load_audio
+    from mlx_diar.checkpoint import load_checkpoint
+    from reference.runner import load_pipeline
+
+    checkpoint = pipeline_dir / "embedding/pytorch_model.bin"
+    chunks = conversation_chunks(TEST_VOICES[EVAL_SPEAKERS:EVAL_SPEAKERS + 24], rounds=3, seed=60_000)
+    stats, labels = labelled(pooled_statistics(checkpoint, chunks), chunks.labels)
+    state = load_checkpoint(checkpoint)["state_dict"]
+    embeddings = stats @ state["resnet.seg_1.weight"].double().numpy().T + state["resnet.seg_1.bias"].double().numpy()
+    wav, rttm = sample_audio()
+    recordings = {"sample": (load_audio(wav), next(iter(load_rttm(rttm).values())))}
+    recordings |= {f"synthetic-{seed}": synthetic_conversation(seed) for seed in clips}
+    return {
+        "accuracy_cosine": speaker_id_accuracy(embeddings, labels),
+        "accuracy_plda": speaker_id_accuracy(vbx_features(pipeline_dir / "plda", embeddings), labels),
+        **diarization_scores(load_pipeline(pipeline_dir), recordings),
+    }
+
+
+def comparison_table(dirs: dict[str, Path]) -> str:
+    """`evaluate` of each named pipeline directory, side by side as a Markdown table."""
     results = {name: evaluate(path) for name, path in dirs.items()}
-    print("| | " + " | ".join(f"{name} ({path})" for name, path in dirs.items()) + " |")
-    print("|---|" + "---|" * len(dirs))
+    lines = ["| | " + " | ".join(f"{name} ({path})" for name, path in dirs.items()) + " |",
+             "|---|" + "---|" * len(dirs)]
     for key, title in (("accuracy_cosine", "held-out speaker ID, cosine on embeddings"),
                        ("accuracy_plda", "held-out speaker ID, PLDA features")):
-        print(f"| {title} | " + " | ".join(f"{results[n][key]:.0%}" for n in dirs) + " |")
-    for uri in (k for k in results["before"] if not k.startswith("accuracy")):
+        lines.append(f"| {title} | " + " | ".join(f"{results[n][key]:.0%}" for n in dirs) + " |")
+    first = next(iter(results.values()))
+    for uri in (k for k in first if not k.startswith("accuracy")):
         cells = [f"DER {r[uri]['der']:.1%}, {r[uri]['speakers']}/{r[uri]['reference_speakers']} speakers"
                  for r in results.values()]
-        print(f"| {uri} | " + " | ".join(cells) + " |")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+        lines.append(f"| {uri} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

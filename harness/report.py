@@ -9,16 +9,17 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
+from mlx_diar.fsutil import atomic_write
+from mlx_diar.pipeline import STAGES
+
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
 FAIL_COLOUR = "#cf222e"
 FAILURES_IN_SUMMARY = 10
@@ -26,41 +27,27 @@ REL_L2_FLOOR = 1e-12  # an exact match is drawn here on the log-scale layer plot
 DASH = "–"
 
 
-def write_reports(out_dir: Path, layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame,
-                  meta: dict, annotations: dict, sensitivity: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[PipelineRow],
+                  timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations],
+                  sensitivity: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
 
-    With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table
-    in summary.md and its plot in report.html."""
+    Each file is written atomically (`mlx_diar.fsutil.atomic_write`): a report is complete or absent.
+    With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table in
+    summary.md and its plot in report.html.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    has_map = sensitivity is not None and len(sensitivity) > 0
+    frames = to_frame(layers, LayerRow), to_frame(pipeline, PipelineRow), to_frame(timing, TimingRow)
+    sensitivity = sensitivity if sensitivity is not None and len(sensitivity) else None
     contents = {
-        "layers.csv": layers.to_csv(index=False),
-        "pipeline.csv": pipeline.to_csv(index=False),
-        "timing.csv": timing.to_csv(index=False),
-        **({"sensitivity.csv": sensitivity.to_csv(index=False)} if has_map else {}),
-        "summary.md": summary_markdown(layers, pipeline, timing, meta, sensitivity if has_map else None),
-        "report.html": report_html(layers, pipeline, timing, meta, annotations, sensitivity if has_map else None),
+        "layers.csv": frames[0].to_csv(index=False),
+        "pipeline.csv": frames[1].to_csv(index=False),
+        "timing.csv": frames[2].to_csv(index=False),
+        **({"sensitivity.csv": sensitivity.to_csv(index=False)} if sensitivity is not None else {}),
+        "summary.md": summary_markdown(*frames, meta, sensitivity),
+        "report.html": report_html(*frames, meta, diarizations, sensitivity),
     }
-    paths = {}
-    for name, text in contents.items():
-        paths[name] = out_dir / name
-        _write_atomic(paths[name], text)
-    return paths
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the reports private
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    return {name: atomic_write(out_dir / name, text) for name, text in contents.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +272,7 @@ def _e(value: Any) -> str:
 
 
 def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                annotations: dict, sensitivity: pd.DataFrame | None = None) -> str:
+                diarizations: dict[str, Diarizations], sensitivity: pd.DataFrame | None = None) -> str:
     """The whole report as one HTML document with no external resources."""
     import matplotlib
 
@@ -298,7 +285,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         layer_plots = [_img(_layer_plot(layers[layers["model"] == m], str(m)), f"relative L2 error per layer: {m}")
                        for m in layers["model"].unique()]
         timelines = [_img(_timeline_plot(file, entry), f"diarization timeline: {file}")
-                     for file, entry in annotations.items()]
+                     for file, entry in diarizations.items()]
         timing_plots = [_img(_timing_plot(timing[timing["file"] == f], str(f)), f"time per stage: {f}")
                         for f in timing["file"].unique()]
         sensitivity_html = [] if sensitivity is None else [
@@ -410,15 +397,15 @@ def _layer_plot(layers: pd.DataFrame, model: str) -> Any:
     return fig
 
 
-def _timeline_plot(file: Any, entry: dict) -> Any:
+def _timeline_plot(file: Any, entry: Diarizations) -> Any:
     """Reference, pyannote and every MLX variant as rows; each speaker a coloured lane within its row."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    rows = [("reference", entry["reference"])] if entry.get("reference") is not None else []
-    rows += [("pyannote", entry["pyannote"])]
-    rows += [(f"mlx {variant}", ann) for variant, ann in entry.get("mlx", {}).items()]
+    rows = [("reference", entry.reference)] if entry.reference is not None else []
+    rows += [("pyannote", entry.pyannote)]
+    rows += [(f"mlx {variant}", ann) for variant, ann in entry.mlx.items()]
     labels = sorted({label for _, ann in rows for label in ann.labels()}, key=str)
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     colours = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
@@ -432,7 +419,7 @@ def _timeline_plot(file: Any, entry: dict) -> Any:
             ax.broken_barh(spans, (r - 0.4 + k * lane, 0.9 * lane), facecolors=colours[speaker])
     ax.set_yticks(range(len(rows)), [_mpl(name) for name, _ in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, float(entry.get("duration") or ax.get_xlim()[1]))
+    ax.set_xlim(0, float(entry.duration or ax.get_xlim()[1]))
     ax.set_xlabel("time (s)")
     ax.set_title(_mpl(file))
     ax.grid(True, axis="x", alpha=0.3)

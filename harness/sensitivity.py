@@ -240,35 +240,51 @@ def plot(frame):
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def measure(items, checkpoint: str | None = None, dtypes: tuple[str, ...] = precision.REDUCED,
+            quantized: bool = True, out: Path | None = None, log=print) -> list[dict[str, Any]]:
+    """The whole map on `items` (compare's AudioItems): pyannote float32 once per file, then every probe.
 
+    With `out`, sensitivity.csv and sensitivity.md are rewritten after each probe (a partial map survives).
+    """
     import pandas as pd
 
-    parser = argparse.ArgumentParser(prog="python -m harness sensitivity", description=__doc__.split("\n")[0])
-    parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
-    parser.add_argument("--dtype", nargs="+", choices=precision.REDUCED, default=list(precision.REDUCED))
-    parser.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
-    parser.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
-    parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
-    args = parser.parse_args(argv)
-
-    from harness.compare import collect_audio, converted_model, source_fingerprint, Variant
+    from harness.compare import Variant, converted_model, source_fingerprint
     from harness.fixtures import fixture_dir
+    from mlx_diar.sources import resolve_pipeline
     from reference.runner import load_pipeline, run_reference
 
-    items = collect_audio(args.audio, None)
-    root = fixture_dir()
+    root = resolve_pipeline(fixture_dir() if checkpoint is None else checkpoint).root
     reference_pipeline = load_pipeline(root)
     references = {item.uri: run_reference(reference_pipeline, item.waveform, uri=item.uri, record_layers=False)
                   for item in items}
     float32_dir = converted_model(root, source_fingerprint(root), Variant("float32"))
-    args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for probe in probes(() if args.only_quantize else tuple(args.dtype), not args.no_quantize):  # written after each probe: partial maps survive
-        rows += run_map(items, references, float32_dir, [probe], log=lambda s: print(s, file=sys.stderr, flush=True))
-        frame = pd.DataFrame(rows)
-        frame.to_csv(args.out / "sensitivity.csv", index=False)
-        (args.out / "sensitivity.md").write_text("\n".join(markdown(frame)) + "\n")
+    for probe in probes(dtypes, quantized):
+        rows += run_map(items, references, float32_dir, [probe], log=log or (lambda _text: None))
+        if out is not None:
+            frame = pd.DataFrame(rows)
+            frame.to_csv(out / "sensitivity.csv", index=False)
+            (out / "sensitivity.md").write_text("\n".join(markdown(frame)) + "\n")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness sensitivity", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
+    parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
+    parser.add_argument("--dtype", nargs="+", choices=precision.REDUCED, default=list(precision.REDUCED))
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
+    only.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
+    parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
+    args = parser.parse_args(argv)
+
+    from harness.compare import collect_audio
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    measure(collect_audio(args.audio, None), args.checkpoint, () if args.only_quantize else tuple(args.dtype),
+            not args.no_quantize, args.out, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(args.out / "sensitivity.md")
     return 0

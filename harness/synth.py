@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.fsutil import atomic_path, atomic_write
+
 if TYPE_CHECKING:
     from pyannote.core import Annotation
-
-SAMPLE_RATE = 16000
 
 
 class SynthError(RuntimeError):
@@ -280,13 +281,16 @@ def make_conversation(
         length += len(speech) / SAMPLE_RATE + 0.3
     waveform, annotation = mix(turns, rng, overlap=overlap, uri=uri or f"synthetic-{seed}")
     if out is not None:
+        import io
+
         import soundfile as sf
 
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(out.with_suffix(".wav")), waveform, SAMPLE_RATE, subtype="FLOAT")
-        with open(out.with_suffix(".rttm"), "w") as f:
-            annotation.write_rttm(f)
+        with atomic_path(out.with_suffix(".wav")) as tmp:
+            sf.write(str(tmp), waveform, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+        rttm = io.StringIO()
+        annotation.write_rttm(rttm)
+        atomic_write(out.with_suffix(".rttm"), rttm.getvalue())
     return waveform, annotation
 
 

@@ -1,15 +1,23 @@
-"""Parity targets of shared/ARCHITECTURE.md §5, written once: tests and `compare --check` read them here."""
+"""Parity targets, written once: the tests and `harness compare --check` read them here.
+
+docs/parity.md explains each one, what it applies to and how it is measured.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
 # float32, real or seeded weights
-SEGMENTATION_MAX_ABS_ERR_F32 = 1e-4  # log-probabilities (powerset) or probabilities (multilabel)
-SEGMENTATION_ARGMAX_AGREEMENT_F32 = 1.0  # fraction of frames
-LAYER_REL_L2_F32 = 1e-4  # every named layer, relative L2 error
+# log-probabilities (powerset) or probabilities (multilabel): keeps every decided frame's top class out of reach
+SEGMENTATION_MAX_ABS_ERR_F32 = 1e-4
+# fraction of frames whose argmax agrees: float32 parity must not change who speaks on any decided frame
+SEGMENTATION_ARGMAX_AGREEMENT_F32 = 1.0
+# every named layer, relative L2 error: float32 rounding measures up to 6e-5, a 5% error in one LSTM weight fails
+LAYER_REL_L2_F32 = 1e-4
+# embedding cosine: clustering compares directions; float32 rounding moves them by ~1e-7, a wrong layer by far more
 EMBEDDING_COSINE_F32 = 0.99999
-PIPELINE_DER_F32 = 0.0  # MLX scored against pyannote's own output
+# MLX scored against pyannote's own output: float32 is exact (identical RTTM)
+PIPELINE_DER_F32 = 0.0
 
 
 
@@ -44,6 +52,7 @@ def precision_target(dtype: str, precision: str = "default", quantize: int | Non
 
 
 # clustering from the real community-1 fixture (speakrs)
+# VBx gamma and pi: float64 on both sides, so only float64 reordering over its iterations is allowed
 VBX_ATOL = 1e-9
 
 # Whole-file runs: pyannote's own float32 log-probs differ from its float64 ones by up to 8.5e-4

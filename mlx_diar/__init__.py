@@ -9,6 +9,10 @@ from mlx_diar._blas import preload_blas
 
 preload_blas()  # before anything imports mlx
 
+from mlx_diar.trust import set_pyannote_telemetry  # noqa: E402
+
+set_pyannote_telemetry()  # pyannote.audio's telemetry off unless MLX_DIAR_PYANNOTE_TELEMETRY=1
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -1,12 +1,22 @@
-"""Command line: ``python -m mlx_diar doctor | diarize AUDIO... --model M``."""
+"""Command line: ``python -m mlx_diar doctor | diarize AUDIO... --model M``.
+
+Errors are one line on stderr (`--debug` shows the traceback); see `diarize` for batch semantics.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
+
+from mlx_diar.audio import AudioWarning, load_audio, rttm_uri
+from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
+from mlx_diar.fsutil import atomic_write
 
 
 def doctor() -> int:
@@ -38,10 +48,28 @@ def doctor() -> int:
 def _parse_value(text: str):
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(value):
+            raise OptionError(f"--param value {text!r} is not a finite number")
+        return value
     return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _number(low: float, integer: bool = False, strict: bool = False):
+    """argparse type: a finite number >= low (> low when strict); integers when `integer`."""
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low:g}, "
+                                             f"got {text!r}")
+        return value
+    return parse
 
 
 def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -60,60 +88,96 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     for item in args.param:
         name, _, value = item.partition("=")
         if not value or "." not in name:
-            raise SystemExit(f"error: --param expects GROUP.NAME=VALUE (e.g. clustering.threshold=0.5), got {item!r}")
+            raise OptionError(f"--param expects GROUP.NAME=VALUE (e.g. clustering.threshold=0.5), got {item!r}")
         group, key = name.split(".", 1)
         hyper.setdefault(group, {})[key] = _parse_value(value)
     return params, hyper
 
 
-def diarize(args: argparse.Namespace) -> int:
-    """Diarize each file; RTTM to --rttm (written once, at the end) or stdout."""
-    import json
-    import os
-    import tempfile
+def _writable_file(path: Path) -> Path:
+    """Check before any inference that `path` can be written (parent created if missing)."""
+    if path.is_dir():
+        raise OptionError(f"--rttm {path}: is a directory")
+    _writable_dir(path.parent, f"--rttm {path}")
+    return path
 
-    from mlx_diar.audio import AudioError, as_waveform
-    from mlx_diar.model_io import ModelDirError
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
-    params, hyper = _overrides(args)
+def _writable_dir(path: Path, option: str) -> Path:
+    """Create `path` if missing and prove a file can be created in it; OptionError naming `option` if not."""
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OptionError(f"{option}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str:
+    """Diarize one file; returns its RTTM text. Audio warnings (clipping, silence) go to stderr as one line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        waveform = load_audio(path)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    output = pipeline.apply(waveform, uri=uri, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                            max_speakers=args.max_speakers, progress=_progress(path, len(waveform)))
+    annotation = output.exclusive_speaker_diarization if args.exclusive else output.speaker_diarization
+    return annotation.to_rttm()
+
+
+def diarize(args: argparse.Namespace) -> int:
+    """Diarize each file, writing its RTTM as soon as it is ready; a failed file does not stop the others.
+
+    Options and output paths are checked before any inference. `--rttm FILE` is rewritten
+    atomically after each file with every result so far; `--rttm-dir DIR` gets `DIR/<uri>.rttm`
+    per recording; without either, RTTM goes to stdout. Exit status 1 if any file failed.
+    """
+    import json
+
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline, set_num_speakers
+
+    try:
+        set_num_speakers(args.num_speakers, args.min_speakers, args.max_speakers)
+        params, hyper = _overrides(args)
+        if args.rttm is not None:
+            _writable_file(args.rttm)
+        if args.rttm_dir is not None:
+            _writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
                                               hyper_parameters=hyper)
-    except (ModelDirError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (*USER_ERRORS, ValueError, RuntimeError) as e:  # ValueError/RuntimeError: parameters, device
+        return report(e, args.debug)
     if args.print_params:
         print(json.dumps(pipeline.parameters(), indent=2), file=sys.stderr)
-    chunks: list[str] = []
+    written: list[str] = []
+    taken: set[str] = set()
     failed = 0
     for path in args.audio:
+        uri = rttm_uri(path.stem, taken)
         try:
-            waveform, uri = as_waveform(path)
-        except AudioError as e:
-            print(f"error: {e}", file=sys.stderr)
+            text = diarize_one(pipeline, path, uri, args)
+            if args.rttm_dir is not None:
+                atomic_write(args.rttm_dir / f"{uri}.rttm", text)
+            if args.rttm is not None:
+                written.append(text)
+                atomic_write(args.rttm, "".join(written))
+            if args.rttm is None and args.rttm_dir is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except Exception as e:  # one bad file: one line, the others go on
             failed += 1
-            continue
-        output = pipeline.apply(waveform, uri=uri, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                                max_speakers=args.max_speakers, progress=_progress(path, len(waveform)))
-        annotation = output.exclusive_speaker_diarization if args.exclusive else output.speaker_diarization
-        text = annotation.to_rttm()
-        if args.rttm is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        chunks.append(text)
-    if args.rttm is not None and chunks:
-        args.rttm.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.rttm.parent, prefix=f".{args.rttm.name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(chunks))
-        os.replace(tmp, args.rttm)
+            report(e, args.debug, context="" if isinstance(e, USER_ERRORS) else f"{path}: {type(e).__name__}: ")
+    if failed:
+        print(f"error: {failed} of {len(args.audio)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
 
 def _progress(path: Path, num_samples: int):
     """A progress bar on stderr for files longer than a minute (None otherwise)."""
-    if num_samples < 60 * 16000 or not sys.stderr.isatty():
+    from mlx_diar.audio import SAMPLE_RATE
+
+    if num_samples < 60 * SAMPLE_RATE or not sys.stderr.isatty():
         return None
     from rich.progress import Progress
 
@@ -130,27 +194,30 @@ def _progress(path: Path, num_samples: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlx_diar")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="python -m mlx_diar")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     sub.add_parser("doctor", help="report MLX device, BLAS in use and versions")
     d = sub.add_parser("diarize", help="speaker diarization with a converted model")
     d.add_argument("audio", nargs="+", type=Path)
     d.add_argument("--model", required=True, type=Path, help="converted 'full' model directory")
-    d.add_argument("--rttm", type=Path, default=None, help="write RTTM here (default: stdout)")
+    d.add_argument("--rttm", type=Path, default=None,
+                   help="write all RTTM here, rewritten (atomically) after each file (default: stdout)")
+    d.add_argument("--rttm-dir", type=Path, default=None, help="write DIR/<uri>.rttm for each file")
     d.add_argument("--exclusive", action="store_true", help="exclusive diarization (no overlapping turns)")
     d.add_argument("--num-speakers", type=int, default=None)
     d.add_argument("--min-speakers", type=int, default=None)
     d.add_argument("--max-speakers", type=int, default=None)
     d.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    d.add_argument("--threshold", type=float, default=None, help="clustering threshold")
-    d.add_argument("--fa", type=float, default=None, help="VBx Fa")
-    d.add_argument("--fb", type=float, default=None, help="VBx Fb")
-    d.add_argument("--min-duration-off", type=float, default=None)
-    d.add_argument("--segmentation-batch-size", type=int, default=None)
-    d.add_argument("--embedding-batch-size", type=int, default=None)
+    d.add_argument("--threshold", type=_number(-math.inf), default=None, help="clustering threshold")
+    d.add_argument("--fa", type=_number(0, strict=True), default=None, help="VBx Fa (> 0)")
+    d.add_argument("--fb", type=_number(0, strict=True), default=None, help="VBx Fb (> 0)")
+    d.add_argument("--min-duration-off", type=_number(0), default=None)
+    d.add_argument("--segmentation-batch-size", type=_number(1, integer=True), default=None)
+    d.add_argument("--embedding-batch-size", type=_number(1, integer=True), default=None)
     d.add_argument("--param", action="append", default=[], metavar="GROUP.NAME=VALUE",
                    help="any pipeline hyper-parameter, e.g. clustering.threshold=0.5")
     d.add_argument("--print-params", action="store_true", help="print the parameters in use to stderr")
+    d.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()

@@ -6,6 +6,10 @@ a mono float32 waveform at 16 kHz.
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,20 +18,96 @@ import numpy as np
 from mlx_diar.errors import AudioError
 
 SAMPLE_RATE = 16000
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+MAX_CHANNELS = 64
+MAX_DURATION_ENV = "MLX_DIAR_MAX_AUDIO_SECONDS"
+DEFAULT_MAX_DURATION = 24 * 3600.0
+_CLIP_LEVEL = 0.999  # |sample| at or above it counts as clipped (full scale is 1.0)
+_CLIP_FRACTION = 1e-3
+_QUIET = 1e-4  # peak deviation from the mean under which the signal carries no speech
+
+
+class AudioWarning(UserWarning):
+    """Audio that can be diarized but probably not usefully: clipped, silent or DC-only."""
+
+
+def max_duration() -> float:
+    """Longest audio accepted, in seconds: MLX_DIAR_MAX_AUDIO_SECONDS, or 24 hours."""
+    text = os.environ.get(MAX_DURATION_ENV)
+    if text is None:
+        return DEFAULT_MAX_DURATION
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise AudioError(f"{MAX_DURATION_ENV}={text!r}: expected a positive number of seconds")
+    return value
+
+
+def _announced_bytes(extra_info: str) -> tuple[int, int] | None:
+    """(announced, present) data bytes when libsndfile reports a header larger than the file (WAV/AIFF)."""
+    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", extra_info, re.MULTILINE)
+    if match and int(match.group(2)) < int(match.group(1)):
+        return int(match.group(1)), int(match.group(2))
+    return None
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode `path` to a mono float32 waveform at `sample_rate`."""
+    """Decode `path` to a mono float32 waveform at `sample_rate`.
+
+    The header is checked before any sample is decoded: a sample rate outside
+    [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE], more than MAX_CHANNELS channels or a duration over
+    `max_duration()` is refused without allocating; a file shorter than its header says is
+    refused as truncated. Clipped, silent or DC-only audio gives an AudioWarning.
+    """
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(f"{path}: cannot decode audio ({e})") from None
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: header claims a sample rate of {info.samplerate} Hz, outside "
+                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz: refused")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(f"{path}: header claims {info.channels} channels (at most {MAX_CHANNELS}): refused")
+    limit = max_duration()
+    if info.frames / info.samplerate > limit:
+        raise AudioError(f"{path}: header claims {info.frames / info.samplerate:.0f} s of audio, more than the "
+                         f"{limit:.0f} s allowed (set {MAX_DURATION_ENV} to allow more)")
+    announced = _announced_bytes(info.extra_info)
+    if announced:
+        raise AudioError(f"{path}: truncated: the header announces {announced[0]} bytes of audio data, "
+                         f"the file holds {announced[1]}")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path}: truncated or corrupt audio data ({e})") from None
+    if len(data) < info.frames:
+        raise AudioError(f"{path}: truncated: the header announces {info.frames} frames, "
+                         f"only {len(data)} could be decoded")
     return prepare_waveform(data, sr, name=str(path), sample_rate=sample_rate, channels_last=True)
+
+
+def _warn_if_unusable(mono: np.ndarray, name: str) -> None:
+    """AudioWarning for clipped / out-of-range, silent, or DC-only audio."""
+    peak = float(np.max(np.abs(mono)))
+    deviation = float(np.max(np.abs(mono - mono.mean(dtype=np.float64))))
+    if deviation < _QUIET:
+        what = "silent" if peak < _QUIET else f"constant (DC offset {mono.mean():.3g}, no signal)"
+        warnings.warn(f"{name}: the audio is {what}: no speech can be found in it", AudioWarning, stacklevel=3)
+    elif peak > 1.0:
+        warnings.warn(f"{name}: peak amplitude {peak:.3g} is beyond full scale (1.0): the audio is not "
+                      "normalized and results may be poor", AudioWarning, stacklevel=3)
+    else:
+        clipped = float(np.mean(np.abs(mono) >= _CLIP_LEVEL))
+        if clipped > _CLIP_FRACTION:
+            warnings.warn(f"{name}: {clipped:.1%} of the samples are clipped (at full scale): results may be "
+                          "poor", AudioWarning, stacklevel=3)
 
 
 def prepare_waveform(
@@ -41,13 +121,15 @@ def prepare_waveform(
         raise AudioError(f"{name}: expected a (channel, sample) or (sample,) array, got shape {array.shape}")
     if channels_last:
         array = array.T
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise AudioError(f"{name}: invalid sample rate {sr!r}")
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, np.integer)) \
+            or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: invalid sample rate {sr!r} (expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
     if array.shape[1] == 0:
         raise AudioError(f"{name}: the audio is empty (0 samples)")
     if not np.all(np.isfinite(array)):
         raise AudioError(f"{name}: the audio contains NaN or infinite samples")
     mono = array.mean(axis=0) if array.shape[0] > 1 else array[0]
+    _warn_if_unusable(mono, name)
     if sr != sample_rate:
         import soxr
 
@@ -55,11 +137,27 @@ def prepare_waveform(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def rttm_uri(name: str, taken: set[str] | None = None) -> str:
+    """An RTTM-safe uri from `name` (e.g. a file stem); name-2, name-3... when in `taken`, which it joins.
+
+    RTTM fields are space-separated: whitespace and characters outside letters, digits and
+    `.-+_` become `_`; an empty name becomes `audio`.
+    """
+    base = re.sub(r"[^\w.+-]", "_", name).strip(".") or "audio"
+    uri, n = base, 1
+    while taken is not None and uri in taken:
+        n += 1
+        uri = f"{base}-{n}"
+    if taken is not None:
+        taken.add(uri)
+    return uri
+
+
 def as_waveform(file: str | Path | Mapping[str, Any], sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, str]:
     """Accept a path or {"waveform": array, "sample_rate": int[, "uri": str]}; return (mono 16 kHz, uri)."""
     if isinstance(file, Mapping):
         if "waveform" not in file or "sample_rate" not in file:
             raise AudioError("audio mapping needs 'waveform' and 'sample_rate' keys")
-        uri = str(file.get("uri", "waveform"))
+        uri = rttm_uri(str(file.get("uri", "waveform")))
         return prepare_waveform(file["waveform"], file["sample_rate"], name=uri, sample_rate=sample_rate), uri
-    return load_audio(file, sample_rate), Path(file).stem
+    return load_audio(file, sample_rate), rttm_uri(Path(file).stem)

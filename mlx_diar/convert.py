@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
+import os
 import sys
-import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +23,15 @@ import numpy as np
 
 from mlx_diar import precision
 from mlx_diar import quantize as quantize_module
-from mlx_diar.checkpoint import CheckpointError, read_checkpoint
+from mlx_diar.checkpoint import read_checkpoint
+from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
+from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
 from mlx_diar.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
+from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
 QUANT_BITS = quantize_module.BITS
-CONVERTER_REVISION = 2  # bumped when the same options convert differently (2: precision policy, quantized LSTM/conv)
 
 
 def _precision_name(dtype: str, mode: str) -> str:
@@ -73,14 +73,27 @@ def _plda_arrays(plda_dir: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _versions() -> dict[str, str]:
-    out = {"mlx": mx.__version__}
-    for name in ("torch", "pyannote.audio", "mlx-diar"):
+def _check_output(mlx_path: Path, sources: list[Path], force: bool) -> None:
+    """Refuse an output directory that would destroy an input or content that is not a converted model.
+
+    The output may not equal, lie inside, or contain any file or directory read. An existing
+    non-empty output is replaced only with `force`, and only when it is an mlx-diar model
+    directory (a config.json with `format_version`): `--force` never deletes arbitrary content.
+    """
+    out = Path(os.path.realpath(mlx_path))
+    for source in sources:
+        src = Path(os.path.realpath(source))
+        if out == src or src.is_relative_to(out) or (src.is_dir() and out.is_relative_to(src)):
+            raise OptionError(f"{mlx_path}: the output directory would overwrite or sit inside the input {source}; "
+                              "choose an output path outside it")
+    if check_directory_target(Path(mlx_path), replace=force):
         try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+            is_model = "format_version" in json.loads((Path(mlx_path) / "config.json").read_text())
+        except (OSError, ValueError, TypeError):
+            is_model = False
+        if not is_model:
+            raise OptionError(f"{mlx_path}: exists and does not look like an mlx-diar model directory (no "
+                              "config.json with format_version); refusing to replace it, even with --force")
 
 
 @dataclasses.dataclass
@@ -88,6 +101,7 @@ class Sources:
     """What a conversion reads: one checkpoint per role, and for `full` the PLDA and pipeline config."""
 
     files: dict[str, Path]
+    inputs: list[Path]  # everything read: the output may not overwrite or contain any of it
     plda: dict[str, np.ndarray] | None = None
     plda_source: Path | None = None
     pipeline: dict[str, Any] | None = None
@@ -101,14 +115,12 @@ def read_sources(pytorch_path: str | Path, model_type: str, token: str | None = 
     if single_file:
         if model_type == "full":
             raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
-        return Sources({model_type: Path(resolve_checkpoint(pytorch_path, token=token))})
-    resolved = resolve_pipeline(pytorch_path, token=token)
-    if pipeline_config:
-        import yaml
-
-        resolved.config = yaml.safe_load((resolved.root / pipeline_config).read_text())
+        checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
+        return Sources({model_type: checkpoint}, [source, checkpoint])
+    resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
     files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
-    sources = Sources({k: Path(v) for k, v in files.items() if model_type in (k, "full")})
+    sources = Sources({k: Path(v) for k, v in files.items() if model_type in (k, "full")},
+                      [resolved.root, resolved.config_path])
     if model_type == "full":
         if resolved.embedding is None or resolved.plda is None:
             raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
@@ -145,24 +157,37 @@ def convert_pyannote_model(
     quantize: int | None = None,
     q_group_size: int = 64,
     precision_mode: str = "default",
+    force: bool = False,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
 
     Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `cast_weights` (precision
     policy: `dtype` with `precision_mode` "default" or "pure") -> `quantize_weights` -> write.
-    The directory is written to a temporary sibling and moved into place at the end, so
-    a failed conversion leaves any previous `mlx_path` untouched and nothing half-written.
+    Nothing is ever destroyed: an existing non-empty `mlx_path` is refused unless `force`
+    (and even then only an mlx-diar model directory is replaced), and an output equal to,
+    inside, or containing the input is refused. The directory is written to a temporary
+    sibling and renamed into place at the end (`mlx_diar.fsutil.atomic_directory`), so a
+    failed conversion leaves any previous `mlx_path` untouched and nothing half-written.
     """
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+        raise OptionError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    if dtype not in precision.DTYPES:
+        raise OptionError(f"dtype must be one of {tuple(precision.DTYPES)}, got {dtype!r}")
+    if precision_mode not in precision.MODES:
+        raise OptionError(f"precision must be one of {precision.MODES}, got {precision_mode!r}")
     if quantize not in (None, *QUANT_BITS):
-        raise ValueError(f"quantize must be 4 or 8 bits, got {quantize!r}")
+        raise OptionError(f"quantize must be 4 or 8 bits, got {quantize!r}")
+    if q_group_size not in quantize_module.GROUP_SIZES:
+        raise OptionError(f"q_group_size must be 32, 64 or 128, got {q_group_size!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     policy = precision.policy(dtype, precision_mode)
     mlx_path = Path(mlx_path)
     sources = read_sources(pytorch_path, model_type, token, pipeline_config)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
                               "precision": precision.to_config(policy, _precision_name(dtype, precision_mode)),
-                              "quantization": None, "versions": _versions(), "origin": str(pytorch_path)}
+                              "quantization": None, "versions": package_versions(), "origin": str(pytorch_path)}
+    _check_output(mlx_path, sources.inputs, force)
     if sources.pipeline is not None:
         config["pipeline"] = sources.pipeline
     kept = quantize_module.KEEP_8BIT if quantize == 4 else {}
@@ -170,7 +195,6 @@ def convert_pyannote_model(
         config["quantization"] = {"bits": quantize, "group_size": q_group_size, "layers": {}, "parameters": {},
                                   "kept_8bit": {role: sorted(blocks) for role, blocks in kept.items()}}
     plda = sources.plda
-    resolved_plda = sources.plda_source
 
     arrays: dict[str, mx.array] = {}
     for role, path in sources.files.items():
@@ -184,28 +208,15 @@ def convert_pyannote_model(
             config["quantization"]["parameters"][role] = {"quantized": quantized, "total": total}
         arrays.update({f"{role}.{k}": v for k, v in role_arrays.items()})
 
-    mlx_path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{mlx_path.name}.", dir=mlx_path.parent))
-    work.chmod(0o755)
-    try:
+    with atomic_directory(mlx_path, replace=force) as work:
         save_weights(work, arrays, dtype=dtype, shard_size=shard_size)
         if plda is not None:
             from safetensors.numpy import save_file
 
-            save_file(plda, str(work / PLDA_FILE))
-            config["plda"] = {"file": PLDA_FILE, "source": str(resolved_plda)}
-        (work / "config.json").write_text(json.dumps(config, indent=2))
-        if mlx_path.exists():
-            old = mlx_path.with_name(f".{mlx_path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            mlx_path.rename(old)
-            work.rename(mlx_path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            work.rename(mlx_path)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+            with atomic_path(work / PLDA_FILE) as tmp:
+                save_file(plda, str(tmp))
+            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source)}
+        atomic_write(work / "config.json", json.dumps(config, indent=2))
     return mlx_path
 
 
@@ -225,15 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
     parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN / login)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing mlx-diar model directory at --mlx-path (nothing else)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
                                      pipeline_config=args.pipeline_config, quantize=args.quantize,
-                                     q_group_size=args.q_group_size, precision_mode=args.precision)
-    except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force)
+    except (*USER_ERRORS, ValueError) as e:  # ValueError: a checkpoint whose weights do not fit its architecture
+        return report(e, args.debug)
     print(out)
     return 0
 

@@ -7,6 +7,11 @@ The Python API raises the same types.
 
 from __future__ import annotations
 
+import argparse
+import sys
+import traceback
+from typing import NoReturn
+
 
 class MlxDiarError(Exception):
     """Base class of the errors a user can act on."""
@@ -30,3 +35,23 @@ class UnsafeSourceError(CheckpointError):
 
 class ModelDirError(MlxDiarError, RuntimeError):
     """A converted model directory that cannot be loaded, naming the file and the problem."""
+
+
+# What a command line shows as one line: our errors, and the OS refusing a read or write.
+USER_ERRORS: tuple[type[BaseException], ...] = (MlxDiarError, OSError)
+
+
+def report(error: BaseException, debug: bool = False, context: str = "") -> int:
+    """Print `error` on stderr as one line `error: CONTEXT...` (the traceback first under --debug); returns 1."""
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"error: {context}{message}", file=sys.stderr)
+    return 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line, `error: ... (see --help)`, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

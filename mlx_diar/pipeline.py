@@ -10,12 +10,12 @@ No torch or pyannote.audio is imported.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 import warnings
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import mlx.core as mx
@@ -23,24 +23,58 @@ import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
 from mlx_diar.audio import SAMPLE_RATE, as_waveform
-from mlx_diar.clustering import PLDA, AgglomerativeClustering, VBxClustering
+from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
+from mlx_diar.errors import ModelDirError, OptionError
 from mlx_diar.inference import aggregate, sliding_chunks, trim
 from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
+from mlx_diar.parameters import Parameters
 from mlx_diar.signal import binarize, to_annotation
 
-# community-1's config.yaml (and SpeakerDiarization.default_parameters for the hyper-parameters)
-DEFAULT_PARAMS: dict[str, Any] = {
-    "clustering": "VBxClustering",
-    "segmentation_step": 0.1,
-    "embedding_exclude_overlap": True,
-    "segmentation_batch_size": 32,
-    "embedding_batch_size": 32,
-}
-DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
-    "segmentation": {"min_duration_off": 0.0},
-    "clustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
-}
+# the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
+STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineParameters(Parameters):
+    """Constructor parameters of `SpeakerDiarization`; defaults are community-1's config.yaml."""
+
+    clustering: str = "VBxClustering"
+    segmentation_step: float = 0.1
+    embedding_exclude_overlap: bool = True
+    segmentation_batch_size: int = 32
+    embedding_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require("clustering", self.clustering in CLUSTERING, f"expected one of {', '.join(CLUSTERING)}")
+        self.require("segmentation_step", 0 < self.segmentation_step <= 1, "expected a number in (0, 1]")
+        for name in ("segmentation_batch_size", "embedding_batch_size"):
+            self.require(name, getattr(self, name) >= 1, "expected an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationParameters(Parameters):
+    """`SpeakerDiarization.segmentation` hyper-parameters of a powerset model (community-1's default)."""
+
+    group = "segmentation"
+
+    min_duration_off: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require("min_duration_off", self.min_duration_off >= 0, "expected a number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultilabelSegmentationParameters(SegmentationParameters):
+    """A multilabel model's segmentation hyper-parameters: also the binarisation `threshold`."""
+
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require("threshold", 0 <= self.threshold <= 1, "expected a number in [0, 1]")
 
 
 @dataclasses.dataclass
@@ -63,27 +97,36 @@ class DiarizeOutput:
                 "exclusive_diarization": turns(self.exclusive_speaker_diarization)}
 
 
+MAX_SPEAKERS = 1000  # a larger count is a typo: each speaker needs its own cluster of 10 s chunks
+
+
 def set_num_speakers(num_speakers: int | None = None, min_speakers: int | None = None,
                      max_speakers: int | None = None) -> tuple[int | None, int, int | float]:
-    """Validate speaker-count constraints (`pipelines.utils.diarization.set_num_speakers`)."""
+    """Validate speaker-count constraints (`pipelines.utils.diarization.set_num_speakers`).
+
+    Unlike pyannote, where 0 silently means "not given", each count given must be an integer
+    in [1, MAX_SPEAKERS], min_speakers <= max_speakers, and num_speakers within them; OptionError otherwise.
+    """
+    given = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise OptionError(f"{name} must be an integer, got {value!r}")
+        if not 1 <= value <= MAX_SPEAKERS:
+            hint = " (leave it unset for an automatic count)" if value == 0 else ""
+            raise OptionError(f"{name} = {value} must be between 1 and {MAX_SPEAKERS}{hint}")
+    if num_speakers is not None and not (min_speakers or 1) <= num_speakers <= (max_speakers or MAX_SPEAKERS):
+        raise OptionError(f"num_speakers = {num_speakers} contradicts min_speakers = {min_speakers} / "
+                          f"max_speakers = {max_speakers}")
     min_speakers = num_speakers or min_speakers or 1
     max_speakers = num_speakers or max_speakers or np.inf
     if min_speakers > max_speakers:
-        raise ValueError(f"min_speakers must be smaller than (or equal to) max_speakers "
-                         f"(here: min_speakers={min_speakers:g} and max_speakers={max_speakers:g}).")
+        raise OptionError(f"min_speakers must be smaller than (or equal to) max_speakers "
+                          f"(here: min_speakers={min_speakers:g} and max_speakers={max_speakers:g}).")
     if min_speakers == max_speakers:
         num_speakers = min_speakers
     return num_speakers, min_speakers, max_speakers
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class SpeakerDiarizationPipeline:
@@ -109,13 +152,22 @@ class SpeakerDiarizationPipeline:
         if models.segmentation is None or models.embedding is None or models.plda is None:
             raise ValueError(f"{models.path}: a 'full' model (segmentation, embedding and PLDA) is needed")
         self.models = models
-        pipeline_config = models.config.get("pipeline", {})
-        self.params = _merge(DEFAULT_PARAMS, pipeline_config.get("params", {}))
-        self.hyper_parameters = _merge(DEFAULT_HYPER_PARAMETERS, pipeline_config.get("hyper_parameters", {}))
-        if not self.segmentation_config.powerset:
-            self.hyper_parameters["segmentation"].setdefault("threshold", 0.5)
-        if params:
-            self.params = _merge(self.params, params)
+        saved = models.config.get("pipeline", {})
+        try:
+            saved_options = PipelineParameters().update(saved.get("params", {}))
+        except OptionError as e:
+            raise ModelDirError(f"{models.path / 'config.json'}: pipeline {e}") from None
+        self.options = saved_options.update(params or {})
+        segmentation = SegmentationParameters if self.segmentation_config.powerset else MultilabelSegmentationParameters
+        self.segmentation_parameters: SegmentationParameters = segmentation()
+        self.clustering_parameters: Parameters = CLUSTERING[self.options.clustering][1]()
+        saved_hyper = dict(saved.get("hyper_parameters", {}))
+        if self.options.clustering != saved_options.clustering:
+            saved_hyper.pop("clustering", None)  # saved for another method: start from this one's defaults
+        try:
+            self.instantiate(saved_hyper)
+        except OptionError as e:
+            raise ModelDirError(f"{models.path / 'config.json'}: pipeline {e}") from None
         if hyper_parameters:
             self.instantiate(hyper_parameters)
         self._plda = PLDA(**{k: models.plda[k] for k in ("mean1", "mean2", "lda", "mu", "tr", "psi")})
@@ -125,20 +177,40 @@ class SpeakerDiarizationPipeline:
     def segmentation_config(self):
         return self.models.segmentation.config
 
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """Constructor parameters in use (read-only; set them when constructing the pipeline)."""
+        return MappingProxyType(self.options.as_dict())
+
+    @property
+    def hyper_parameters(self) -> dict[str, dict[str, Any]]:
+        """A copy of the hyper-parameters in use, per group (change them with `instantiate`)."""
+        return {"segmentation": self.segmentation_parameters.as_dict(),
+                "clustering": self.clustering_parameters.as_dict()}
+
     def instantiate(self, hyper_parameters: Mapping[str, Any]) -> "SpeakerDiarizationPipeline":
-        """Override hyper-parameters, e.g. {"clustering": {"threshold": 0.5}} (like pyannote's instantiate)."""
-        unknown = [f"{k}.{s}" for k, v in hyper_parameters.items() if isinstance(v, Mapping)
-                   for s in v if s not in self.hyper_parameters.get(k, {})]
-        unknown += [k for k in hyper_parameters if k not in self.hyper_parameters]
-        if unknown:
-            known = [f"{k}.{s}" for k, v in self.hyper_parameters.items() for s in v]
-            raise ValueError(f"unknown pipeline parameters {unknown}; known: {known}")
-        self.hyper_parameters = _merge(self.hyper_parameters, hyper_parameters)
+        """Override hyper-parameters, e.g. {"clustering": {"threshold": 0.5}} (like pyannote's instantiate).
+
+        Only the chosen clustering method's parameters exist (VBx: threshold, Fa, Fb;
+        agglomerative: threshold, method, min_cluster_size). An unknown name, a value of the
+        wrong type or out of range raises `OptionError` naming it; nothing changes then.
+        """
+        groups: dict[str, Parameters] = {"segmentation": self.segmentation_parameters,
+                                         "clustering": self.clustering_parameters}
+        updated = {}
+        for group, values in hyper_parameters.items():
+            if group not in groups:
+                raise OptionError(f"unknown pipeline parameter group {group!r}; known: {', '.join(groups)}")
+            if not isinstance(values, Mapping):
+                raise OptionError(f"{group} = {values!r}: expected a mapping of parameter names to values")
+            updated[group] = groups[group].update(values)
+        self.segmentation_parameters = updated.get("segmentation", self.segmentation_parameters)
+        self.clustering_parameters = updated.get("clustering", self.clustering_parameters)
         return self
 
     def parameters(self) -> dict[str, Any]:
         """The values in use: constructor parameters and instantiated hyper-parameters."""
-        return {**copy.deepcopy(self.params), "params": copy.deepcopy(self.hyper_parameters)}
+        return {**self.options.as_dict(), "params": self.hyper_parameters}
 
     # ------------------------------------------------------------------ stages
     def segmentation_scores(self, waveform: np.ndarray) -> SlidingWindowFeature:
@@ -171,7 +243,7 @@ class SpeakerDiarizationPipeline:
         """Powerset outputs are already binary; multilabel scores go through hysteresis `binarize`."""
         if self.segmentation_config.powerset:
             return segmentations
-        onset = self.hyper_parameters["segmentation"]["threshold"]
+        onset = self.segmentation_parameters.threshold
         return SlidingWindowFeature(binarize(segmentations.data, onset=onset, initial_state=False),
                                     segmentations.sliding_window)
 
@@ -251,16 +323,11 @@ class SpeakerDiarizationPipeline:
                     progress(stop, num_chunks)
         return np.concatenate(outputs, axis=0)
 
-    def clustering(self):
-        """The clustering stage configured by the pipeline parameters."""
-        hp = self.hyper_parameters["clustering"]
-        name = self.params["clustering"]
-        if name == "VBxClustering":
-            return VBxClustering(self._plda, threshold=hp["threshold"], Fa=hp["Fa"], Fb=hp["Fb"])
-        if name == "AgglomerativeClustering":
-            return AgglomerativeClustering(threshold=hp["threshold"], method=hp.get("method", "centroid"),
-                                           min_cluster_size=hp.get("min_cluster_size", 12))
-        raise ValueError(f"unsupported clustering {name!r} (VBxClustering or AgglomerativeClustering)")
+    def clustering(self) -> BaseClustering:
+        """The clustering stage configured by the pipeline parameters (as pyannote builds it)."""
+        if self.options.clustering == "VBxClustering":
+            return VBxClustering(self._plda, self.clustering_parameters)
+        return CLUSTERING[self.options.clustering][0](self.clustering_parameters)
 
     @staticmethod
     def reconstruct(segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,
@@ -350,7 +417,7 @@ class SpeakerDiarizationPipeline:
         hard_clusters = np.array(hard_clusters, copy=True)
         hard_clusters[np.sum(binarized.data, axis=1) == 0] = -2
         stages["hard_clusters"] = hard_clusters
-        min_duration_off = self.hyper_parameters["segmentation"]["min_duration_off"]
+        min_duration_off = self.segmentation_parameters.min_duration_off
         discrete = self.reconstruct(segmentations, hard_clusters, count)
         stages["discrete_diarization"] = discrete
         diarization = to_annotation(discrete, min_duration_on=0.0, min_duration_off=min_duration_off)

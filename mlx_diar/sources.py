@@ -3,7 +3,8 @@
 Shared by `reference/` (pyannote side) and the converter. Mirrors how
 `pyannote.audio.core.pipeline.Pipeline.from_pretrained` resolves `config.yaml`
 and its `$model/<subfolder>` entries, but downloads with huggingface_hub directly so
-that a missing token or a gated repository gives a message a user can act on.
+that a missing token or a gated repository gives a message a user can act on, and
+checks everything it reads at the trust boundary of `mlx_diar.trust`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from mlx_diar.checkpoint import CheckpointError
+from mlx_diar import trust
+from mlx_diar.errors import CheckpointError
+from mlx_diar.trust import MODEL_FILE, PLDA_FILES
 
-MODEL_FILE = "pytorch_model.bin"
 PIPELINE_FILE = "config.yaml"
-PLDA_FILES = ("xvec_transform.npz", "plda.npz")
 _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -34,6 +35,7 @@ class PipelineSource:
     embedding: Path | None
     plda: Path | None  # directory holding xvec_transform.npz and plda.npz
     origin: str  # the string the user gave
+    config_path: Path  # the config file read (config.yaml or --config)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -93,70 +95,56 @@ def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path |
         raise CheckpointError(f"{repo_id}: download failed ({e})") from None
 
 
-def _subfolder(root: Path, value: Any, what: str) -> Path | None:
-    """Resolve a config.yaml entry such as `$model/segmentation` to a local path."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        value = value.get("checkpoint")
-    if isinstance(value, str) and value.startswith("$model/"):
-        return root / value[len("$model/"):].split("@")[0]
-    path = Path(str(value))
-    if path.exists():
-        return path
-    raise CheckpointError(
-        f"{root / PIPELINE_FILE}: {what} = {value!r} is neither `$model/<subfolder>` nor a local path"
-    )
-
-
-def _model_file(path: Path) -> Path:
-    return path / MODEL_FILE if path.is_dir() else path
+def _hf_boundary(root: Path) -> Path:
+    """The repository cache folder of a snapshot: its files are symlinks into `../../blobs`."""
+    root = Path(os.path.realpath(root))
+    return root.parents[1] if root.parent.name == "snapshots" else root
 
 
 def resolve_pipeline(
-    source: str | Path, token: str | bool | None = None, cache_dir: str | Path | None = None
+    source: str | Path, token: str | bool | None = None, cache_dir: str | Path | None = None,
+    config: str | None = None,
 ) -> PipelineSource:
-    """Resolve a pipeline given as a Hugging Face id or a local directory with `config.yaml`."""
+    """Resolve a pipeline given as a Hugging Face id or a local directory with `config.yaml`.
+
+    `config` names another config file of the directory (a plain file name). The config is
+    checked by `mlx_diar.trust.check_config` and every file it names must lie inside the
+    directory (for a download: inside its cache folder); see `mlx_diar.trust`.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
-        root = path
+        root, boundary = path, path
     elif path.is_file():
         raise CheckpointError(f"{path}: a single file is a model checkpoint, not a pipeline directory")
     elif not _HF_ID.match(str(source)):
         raise CheckpointError(f"{source}: no such file or directory (nor a Hugging Face id)")
     else:
         root = _hf_download(str(source), token, cache_dir)
-    config_path = root / PIPELINE_FILE
-    if not config_path.is_file():
-        raise CheckpointError(f"{root}: no {PIPELINE_FILE}: not a pipeline directory")
+        boundary = _hf_boundary(root)
+    config_path = trust.config_file(root, PIPELINE_FILE if config is None else config, boundary)
     try:
-        config = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as e:
+        parsed = yaml.safe_load(config_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_path}: invalid YAML ({e})") from None
-    if not isinstance(config, dict) or "pipeline" not in config:
-        raise CheckpointError(f"{config_path}: no `pipeline` section: not a pyannote pipeline config")
-    params = config["pipeline"].get("params", {})
-    segmentation = _subfolder(root, params.get("segmentation"), "segmentation")
-    if segmentation is None:
+    entries = trust.check_config(parsed, config_path)
+    if "segmentation" not in entries:
         raise CheckpointError(f"{config_path}: no segmentation model named in pipeline.params")
-    embedding = _subfolder(root, params.get("embedding"), "embedding")
-    plda = _subfolder(root, params.get("plda"), "plda")
-    resolved = PipelineSource(
-        root=root,
-        config=config,
-        segmentation=_model_file(segmentation),
-        embedding=_model_file(embedding) if embedding else None,
-        plda=plda,
-        origin=str(source),
-    )
-    for f in [resolved.segmentation, resolved.embedding]:
-        if f is not None and not f.is_file():
-            raise CheckpointError(f"{config_path}: names {f}, which does not exist")
+    files: dict[str, Path | None] = {}
+    for role in ("segmentation", "embedding"):
+        files[role] = None
+        if role in entries:
+            file = root / entries[role] / MODEL_FILE
+            if not file.is_file():
+                raise CheckpointError(f"{config_path}: pipeline.params.{role} names {file}, which does not exist")
+            files[role] = trust.inside(boundary, file, config_path, f"pipeline.params.{role}")
+    plda = root / entries["plda"] if "plda" in entries else None
     if plda is not None:
         for name in PLDA_FILES:
             if not (plda / name).is_file():
                 raise CheckpointError(f"{config_path}: PLDA directory {plda} lacks {name}")
-    return resolved
+            trust.inside(boundary, plda / name, config_path, "pipeline.params.plda")
+    return PipelineSource(root=root, config=parsed, segmentation=files["segmentation"],
+                          embedding=files["embedding"], plda=plda, origin=str(source), config_path=config_path)
 
 
 def resolve_checkpoint(

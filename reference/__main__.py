@@ -1,20 +1,31 @@
-"""`python -m reference diarize AUDIO [--checkpoint P] [--rttm OUT] [--bundle B]`: pyannote's own output."""
+"""`python -m reference diarize AUDIO --checkpoint P [--rttm OUT] [--bundle B]`: pyannote's own output.
+
+`python -m harness reference diarize AUDIO ...` is the same command with the offline fixture
+pipeline as the default checkpoint (the fixture belongs to the harness, which builds on this package).
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reference")
-    sub = parser.add_subparsers(dest="command", required=True)
+def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | None = None,
+         prog: str = "python -m reference") -> int:
+    """Run the CLI; `default_checkpoint` supplies `--checkpoint` when it is not given (else it is required)."""
+    from mlx_diar.errors import USER_ERRORS, ArgumentParser, report
+
+    parser = ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     d = sub.add_parser("diarize", help="run pyannote.audio's pipeline on one file")
     d.add_argument("audio", type=Path)
-    d.add_argument("--checkpoint", default=None,
-                   help="HF id or local pipeline directory (default: the offline fixture pipeline)")
-    d.add_argument("--config", default=None, help="another config file inside the pipeline directory")
+    d.add_argument("--checkpoint", default=None, required=default_checkpoint is None,
+                   help="HF id or local pipeline directory"
+                        + (" (default: the offline fixture pipeline)" if default_checkpoint else ""))
+    d.add_argument("--config", default=None,
+                   help="another config file of the pipeline directory (a plain file name in it, checked like "
+                        "config.yaml)")
     d.add_argument("--rttm", type=Path, default=None, help="write RTTM here (default: stdout)")
     d.add_argument("--exclusive", action="store_true", help="write the exclusive diarization")
     d.add_argument("--bundle", type=Path, default=None, help="write every stage's results to this .npz")
@@ -22,34 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--num-speakers", type=int, default=None)
     d.add_argument("--min-speakers", type=int, default=None)
     d.add_argument("--max-speakers", type=int, default=None)
+    d.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
 
-    from mlx_diar.audio import AudioError, load_audio
-    from mlx_diar.checkpoint import CheckpointError
+    from mlx_diar.audio import load_audio, rttm_uri
+    from mlx_diar.fsutil import atomic_write
 
     try:
         waveform = load_audio(args.audio)
-        if args.checkpoint is None:
-            from harness.fixtures import fixture_dir
-
-            args.checkpoint = str(fixture_dir())
+        checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
         from reference.runner import load_pipeline, run_reference, save_bundle
 
-        pipeline = load_pipeline(args.checkpoint, config=args.config)
-        run = run_reference(pipeline, waveform, uri=args.audio.stem, num_speakers=args.num_speakers,
+        pipeline = load_pipeline(checkpoint, config=args.config)
+        run = run_reference(pipeline, waveform, uri=rttm_uri(args.audio.stem), num_speakers=args.num_speakers,
                             min_speakers=args.min_speakers, max_speakers=args.max_speakers,
                             record_layers=not args.no_layers)
-    except (AudioError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    text = run.rttm(exclusive=args.exclusive)
-    if args.rttm:
-        args.rttm.parent.mkdir(parents=True, exist_ok=True)
-        args.rttm.write_text(text)
-    else:
-        sys.stdout.write(text)
-    if args.bundle:
-        save_bundle(run, args.bundle)
+        text = run.rttm(exclusive=args.exclusive)
+        if args.rttm:
+            atomic_write(args.rttm, text)
+        else:
+            sys.stdout.write(text)
+        if args.bundle:
+            save_bundle(run, args.bundle)
+    except USER_ERRORS as e:
+        return report(e, args.debug)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in run.meta["timings"].items())
     print(f"[reference] {args.audio.name}: {len(run.meta['labels'])} speakers; {timings}", file=sys.stderr)
     return 0

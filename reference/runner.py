@@ -1,27 +1,30 @@
 """Run the original pyannote.audio SpeakerDiarization and record every stage into one bundle.
 
 Mirrors what a user gets from `Pipeline.from_pretrained(...)(file)`, with the pipeline
-parameters of the checkpoint's config.yaml. Checkpoints are vetted by the safe loader
-(`mlx_diar.checkpoint.load_checkpoint`) before pyannote reads them.
+parameters of the checkpoint's config.yaml. pyannote is given only a checked, staged copy
+of the pipeline directory (`mlx_diar.trust.stage_pipeline`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from mlx_diar.checkpoint import load_checkpoint
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.fsutil import atomic_path
+from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PipelineSource, resolve_pipeline
+from mlx_diar.trust import stage_pipeline
 from reference.layers import embedding_layers, segmentation_layers
-
-SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass
@@ -41,17 +44,20 @@ class ReferenceRun:
 
 
 def load_pipeline(source: str | Path, config: str | None = None, token: str | None = None):
-    """Load pyannote's pipeline from a HF id or local directory (optionally another config file in it)."""
-    resolved = resolve_pipeline(source, token=token)
-    for checkpoint in (resolved.segmentation, resolved.embedding):
-        if checkpoint is not None:
-            load_checkpoint(checkpoint)  # raises on anything outside the allow-list
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pyannote.audio import Pipeline
+    """Load pyannote's pipeline from a HF id or local directory (optionally another config file in it).
 
-        target = resolved.root / config if config else resolved.root
-        pipeline = Pipeline.from_pretrained(target, token=token)
+    pyannote never reads the directory itself: its config is checked and its files are
+    copied into a private temporary directory and vetted there (`mlx_diar.trust`); pyannote
+    builds the pipeline from that copy, which is removed once everything is in memory.
+    """
+    resolved = resolve_pipeline(source, token=token, config=config)
+    with tempfile.TemporaryDirectory(prefix="mlx-diar-vetted-") as tmp:
+        staged = stage_pipeline(resolved, Path(tmp))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pyannote.audio import Pipeline
+
+            pipeline = Pipeline.from_pretrained(staged)
     pipeline._mlx_diar_source = resolved
     return pipeline
 
@@ -71,6 +77,156 @@ def pipeline_parameters(pipeline) -> dict[str, Any]:
 def _window(swf) -> dict[str, float]:
     sw = swf.sliding_window
     return {"start": sw.start, "duration": sw.duration, "step": sw.step}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageTimings:
+    """Wall-clock seconds of each stage of one pyannote call (`meta["timings"]` of a bundle)."""
+
+    segmentation: float
+    speaker_counting: float
+    embeddings: float
+    clustering: float
+    reconstruction: float
+    total: float
+
+    @classmethod
+    def from_marks(cls, marks: dict[str, float], start: float, end: float, clustering: float) -> StageTimings:
+        """Stage durations from the times pyannote's hook reported each stage done."""
+        t_seg = marks.get("segmentation", end)
+        t_count = marks.get("speaker_counting", t_seg)
+        t_emb = marks.get("embeddings", t_count)
+        return cls(segmentation=t_seg - start, speaker_counting=t_count - t_seg, embeddings=t_emb - t_count,
+                   clustering=clustering, reconstruction=end - t_emb - clustering, total=end - start)
+
+
+class StageRecorder:
+    """pyannote's `hook` argument: keeps each stage's final output and when it was ready."""
+
+    ARRAY_STEPS = ("segmentation", "speaker_counting", "discrete_diarization")
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.marks: dict[str, float] = {}
+
+    def __call__(self, step: str, artefact, file=None, total=None, completed=None) -> None:
+        if artefact is None or completed is not None:  # progress calls, not a stage's output
+            return
+        self.marks[step] = time.perf_counter()
+        if step in self.ARRAY_STEPS:
+            self.arrays[step] = np.asarray(artefact.data)
+            self.arrays[f"{step}.window"] = np.array(list(_window(artefact).values()))
+        elif step == "embeddings":
+            self.arrays["embeddings"] = np.asarray(artefact)
+
+
+class RecordingClustering:
+    """Wraps a pyannote clustering: same call, also times it and keeps its hard clusters and centroids.
+
+    pyannote's hook sees no clustering output, so `record_clustering` puts this wrapper in front
+    of the pipeline's clustering for one call.
+    """
+
+    def __init__(self, clustering) -> None:
+        self.clustering = clustering
+        self.seconds = 0.0
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        hard, soft, centroids = self.clustering(*args, **kwargs)
+        self.seconds = time.perf_counter() - t0
+        self.arrays["hard_clusters"] = np.array(hard)  # a copy: pyannote marks inactive speakers in place
+        if centroids is not None:
+            self.arrays["centroids"] = np.asarray(centroids)
+        return hard, soft, centroids
+
+    def __getattr__(self, name: str):
+        return getattr(self.clustering, name)
+
+
+@contextlib.contextmanager
+def record_clustering(pipeline) -> Iterator[RecordingClustering]:
+    """Route `pipeline.clustering(...)` through a `RecordingClustering` inside the block.
+
+    pyannote.pipeline finds sub-pipelines through `__getattr__`; an instance attribute of the
+    same name takes precedence and leaves its registry (parameters, instantiate) untouched.
+    """
+    wrapper = RecordingClustering(pipeline.clustering)
+    object.__setattr__(pipeline, "clustering", wrapper)
+    try:
+        yield wrapper
+    finally:
+        object.__delattr__(pipeline, "clustering")
+
+
+class ModelTaps:
+    """Forward hooks on pyannote's two models, cheap enough for the timed run.
+
+    Keeps the raw segmentation scores of every batch and, with `layer_items`, the inputs of the
+    first segmentation and embedding batches; `layer_arrays` replays the models on those inputs
+    afterwards to record every named layer.
+    """
+
+    def __init__(self, pipeline, layer_items: int) -> None:
+        self.seg_model = pipeline._segmentation.model
+        self.emb_model = pipeline._embedding.model_
+        self.layer_items = layer_items
+        self.raw_scores: list[np.ndarray] = []
+        self.inputs: dict[str, Any] = {}
+        self._handles: list = []
+        if layer_items:
+            # pyannote probes the embedding model with random inputs to find its minimum input
+            # length (cached); do it now so that the first recorded batch is a real one.
+            _ = pipeline._embedding.min_num_samples
+
+    def _keep_scores(self, module, inputs, output) -> None:
+        self.raw_scores.append(output.detach().float().numpy())
+
+    def _keep_segmentation_input(self, module, inputs) -> None:
+        self.inputs.setdefault("segmentation", inputs[0][: self.layer_items].detach().clone())
+
+    def _keep_embedding_input(self, module, args, kwargs) -> None:
+        if "embedding" not in self.inputs and kwargs.get("weights") is not None:
+            self.inputs["embedding"] = args[0].detach().clone()
+            self.inputs["embedding_weights"] = kwargs["weights"].detach().clone()
+
+    def __enter__(self) -> ModelTaps:
+        self._handles.append(self.seg_model.register_forward_hook(self._keep_scores))
+        if self.layer_items:
+            self._handles.append(self.seg_model.register_forward_pre_hook(self._keep_segmentation_input))
+            self._handles.append(self.emb_model.register_forward_pre_hook(self._keep_embedding_input,
+                                                                          with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw segmentation scores, the recorded inputs and every named layer replayed on them."""
+        import torch
+
+        arrays: dict[str, np.ndarray] = {}
+        if self.raw_scores:
+            arrays["segmentation_scores"] = np.concatenate(self.raw_scores, axis=0)
+        if "segmentation" in self.inputs:
+            inputs = self.inputs["segmentation"]
+            arrays["inputs/segmentation"] = inputs.float().numpy()
+            for name, value in segmentation_layers(self.seg_model, inputs).items():
+                arrays[f"layers/segmentation/{name}"] = value
+        if "embedding" in self.inputs:
+            # the (chunk, speaker) items of the first batch with the most speech: an all-zero
+            # mask would make pooling and everything after it trivially equal
+            weights = self.inputs["embedding_weights"]
+            keep = torch.argsort(weights.sum(dim=-1), descending=True, stable=True)[: self.layer_items]
+            inputs, weights = self.inputs["embedding"][keep], weights[keep]
+            arrays["inputs/embedding"] = inputs.float().numpy()
+            arrays["inputs/embedding_weights"] = weights.float().numpy()
+            for name, value in embedding_layers(self.emb_model, inputs, weights).items():
+                arrays[f"layers/embedding/{name}"] = value
+        return arrays
 
 
 def run_reference(
@@ -95,112 +251,32 @@ def run_reference(
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"{uri}: the reference runner expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
     waveform = np.ascontiguousarray(waveform, dtype=np.float32).reshape(1, -1)
-    arrays: dict[str, np.ndarray] = {}
-    marks: dict[str, float] = {}
+    stages = StageRecorder()
+    taps = ModelTaps(pipeline, layer_items if record_layers else 0)
+    with taps, record_clustering(pipeline) as clustering, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        output = pipeline(
+            {"waveform": torch.from_numpy(waveform), "sample_rate": sample_rate, "uri": uri},
+            num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=stages,
+        )
+        end = time.perf_counter()
 
-    def hook(step: str, artefact, file=None, total=None, completed=None):
-        if artefact is None or completed is not None:
-            return
-        marks[step] = time.perf_counter()
-        if step in ("segmentation", "speaker_counting", "discrete_diarization"):
-            arrays[step] = np.asarray(artefact.data)
-            arrays[f"{step}.window"] = np.array(list(_window(artefact).values()))
-        elif step == "embeddings":
-            arrays["embeddings"] = np.asarray(artefact)
-
-    clustering = pipeline.clustering
-    original_class = type(clustering)
-
-    class RecordingClustering(original_class):  # records the clustering stage of this call only
-        def __call__(self, *args, **kwargs):
-            t0 = time.perf_counter()
-            hard, soft, centroids = super().__call__(*args, **kwargs)
-            marks["clustering_time"] = time.perf_counter() - t0
-            arrays["hard_clusters"] = np.array(hard)
-            if centroids is not None:
-                arrays["centroids"] = np.asarray(centroids)
-            return hard, soft, centroids
-
-    seg_model = pipeline._segmentation.model
-    emb_model = pipeline._embedding.model_
-    raw_scores: list[np.ndarray] = []
-    first_inputs: dict[str, torch.Tensor] = {}
-
-    def keep_segmentation_input(module, inputs):
-        first_inputs.setdefault("segmentation", inputs[0][:layer_items].detach().clone())
-
-    def keep_embedding_input(module, args, kwargs):
-        if "embedding" not in first_inputs and kwargs.get("weights") is not None:
-            first_inputs["embedding"] = args[0].detach().clone()
-            first_inputs["embedding_weights"] = kwargs["weights"].detach().clone()
-
-    # Only cheap hooks during the timed run: the raw segmentation scores, and the inputs of
-    # the first batches; layer activations are replayed on those inputs afterwards.
-    handles = [seg_model.register_forward_hook(lambda m, i, out: raw_scores.append(out.detach().float().numpy()))]
-    if record_layers:
-        # pyannote probes the embedding model with random inputs to find its minimum input
-        # length (cached); do it now so that the first recorded batch is a real one.
-        _ = pipeline._embedding.min_num_samples
-        handles.append(seg_model.register_forward_pre_hook(keep_segmentation_input))
-        handles.append(emb_model.register_forward_pre_hook(keep_embedding_input, with_kwargs=True))
-
-    clustering.__class__ = RecordingClustering
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            output = pipeline(
-                {"waveform": torch.from_numpy(waveform), "sample_rate": sample_rate, "uri": uri},
-                num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook,
-            )
-    finally:
-        clustering.__class__ = original_class
-        for handle in handles:
-            handle.remove()
-    end = time.perf_counter()
-
-    if raw_scores:
-        arrays["segmentation_scores"] = np.concatenate(raw_scores, axis=0)
-    if "segmentation" in first_inputs:
-        inputs = first_inputs["segmentation"]
-        arrays["inputs/segmentation"] = inputs.float().numpy()
-        for name, value in segmentation_layers(seg_model, inputs).items():
-            arrays[f"layers/segmentation/{name}"] = value
-    if "embedding" in first_inputs:
-        # the (chunk, speaker) items of the first batch with the most speech: an all-zero
-        # mask would make pooling and everything after it trivially equal
-        weights = first_inputs["embedding_weights"]
-        keep = torch.argsort(weights.sum(dim=-1), descending=True, stable=True)[:layer_items]
-        inputs, weights = first_inputs["embedding"][keep], weights[keep]
-        arrays["inputs/embedding"] = inputs.float().numpy()
-        arrays["inputs/embedding_weights"] = weights.float().numpy()
-        for name, value in embedding_layers(emb_model, inputs, weights).items():
-            arrays[f"layers/embedding/{name}"] = value
+    arrays = {**stages.arrays, **clustering.arrays, **taps.arrays()}
     if output.speaker_embeddings is not None:
         arrays["speaker_embeddings"] = np.asarray(output.speaker_embeddings)
-
-    t_seg = marks.get("segmentation", end)
-    t_count = marks.get("speaker_counting", t_seg)
-    t_emb = marks.get("embeddings", t_count)
-    timings = {
-        "segmentation": t_seg - start,
-        "speaker_counting": t_count - t_seg,
-        "embeddings": t_emb - t_count,
-        "clustering": marks.get("clustering_time", 0.0),
-        "reconstruction": end - t_emb - marks.get("clustering_time", 0.0),
-        "total": end - start,
-    }
+    timings = StageTimings.from_marks(stages.marks, start, end, clustering.seconds)
     source = getattr(pipeline, "_mlx_diar_source", None)
     meta = {
         "uri": uri,
         "sample_rate": sample_rate,
         "duration": waveform.shape[1] / sample_rate,
-        "timings": timings,
+        "timings": dataclasses.asdict(timings),
         "parameters": pipeline_parameters(pipeline),
         "source": str(source.root) if isinstance(source, PipelineSource) else None,
-        "versions": _versions(),
+        "versions": package_versions(),
         "torch_threads": torch.get_num_threads(),
-        "layer_items": layer_items if record_layers else 0,
+        "layer_items": taps.layer_items,
     }
     run = ReferenceRun(arrays=arrays, meta=meta, diarization=output.speaker_diarization,
                        exclusive_diarization=output.exclusive_speaker_diarization)
@@ -210,31 +286,16 @@ def run_reference(
     return run
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("pyannote.audio", "torch", "numpy", "mlx"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 META_KEY = "__meta__"
 
 
 def save_bundle(run: ReferenceRun, path: str | Path) -> Path:
     """Write arrays and metadata into one .npz file (no pickle; metadata as JSON bytes)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: np.ascontiguousarray(value) for name, value in run.arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(run.meta).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **payload)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **payload)
     return path
 
 

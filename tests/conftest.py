@@ -1,4 +1,8 @@
-"""Shared fixtures: the offline fixture pipeline, the bundled sample, one loaded pyannote pipeline."""
+"""Shared fixtures: the offline fixture pipeline, the bundled sample, one loaded pyannote pipeline.
+
+A fixture pipeline that cannot be built fails every test that needs it, with the build's own
+message (`harness.paths.FixtureError`); nothing is skipped.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mlx_diar.audio import SAMPLE_RATE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach Hugging Face
 
@@ -23,7 +29,7 @@ def fixture_root() -> Path:
 @pytest.fixture(scope="session")
 def sample() -> tuple[np.ndarray, Path]:
     """pyannote's bundled 30 s recording (16 kHz mono float32) and its RTTM path."""
-    from harness.fixtures import sample_audio
+    from harness.paths import sample_audio
     from mlx_diar.audio import load_audio
 
     wav, rttm = sample_audio()
@@ -42,7 +48,7 @@ def reference_pipeline(fixture_root: Path):
 def sample_10s(sample) -> np.ndarray:
     """The first 10 s of the bundled sample: short enough to run the embedding model in tests."""
     waveform, _ = sample
-    return waveform[: 10 * 16000]
+    return waveform[: 10 * SAMPLE_RATE]
 
 
 @pytest.fixture(scope="session")

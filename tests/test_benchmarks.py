@@ -12,6 +12,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_diar.audio import SAMPLE_RATE
+
 
 def _best_of(fn, rounds: int = 3) -> float:
     best = float("inf")
@@ -45,7 +47,7 @@ def test_mlx_model_batch(benchmark, reference_pipeline, mlx_pipeline, sample, mo
     import torch
 
     waveform, _ = sample
-    chunks = np.stack([waveform[i * 16000: i * 16000 + 160000] for i in range(8)])
+    chunks = np.stack([waveform[i * SAMPLE_RATE: (i + 10) * SAMPLE_RATE] for i in range(8)])
     if model == "segmentation":
         torch_model, mlx_model = reference_pipeline._segmentation.model, mlx_pipeline.models.segmentation
     else:

@@ -11,11 +11,12 @@ from harness import targets
 from mlx_diar.clustering import (
     PLDA,
     AgglomerativeClustering,
+    AgglomerativeParameters,
     VBxClustering,
+    VBxParameters,
     ahc_init,
     cluster_vbx,
     filter_embeddings,
-    kmeans,
 )
 
 DATA = Path(__file__).parent / "data" / "speakrs"
@@ -53,7 +54,7 @@ def test_fixture_vbx() -> None:
 
 def test_fixture_full_clustering() -> None:
     embeddings, segmentations = _fixture("embeddings_data"), _fixture("segmentation_data")
-    clustering = VBxClustering(_FixturePLDA(), threshold=0.6, Fa=0.07, Fb=0.8)
+    clustering = VBxClustering(_FixturePLDA(), VBxParameters(threshold=0.6, Fa=0.07, Fb=0.8))
     t = clustering.trace(embeddings, segmentations)
     np.testing.assert_array_equal(t["train_chunk_idx"], _fixture("train_chunk_idx"))
     np.testing.assert_array_equal(t["train_speaker_idx"], _fixture("train_speaker_idx"))
@@ -218,7 +219,7 @@ def test_vbx_clustering_matches_pyannote(
     theirs = ref(embeddings.copy(), _swf(segmentations), num_clusters=ref_num,
                  min_clusters=ref_lo, max_clusters=ref_hi)
 
-    ours = VBxClustering(plda, threshold=0.6, Fa=0.07, Fb=0.8)
+    ours = VBxClustering(plda, VBxParameters(threshold=0.6, Fa=0.07, Fb=0.8))
     t = ours.trace(embeddings, segmentations, num_clusters=num, min_clusters=lo, max_clusters=hi)
     _assert_same_outputs((t["hard_clusters"], t["soft_clusters"], t["centroids"]), theirs)
 
@@ -253,21 +254,6 @@ def test_vbx_clustering_single_embedding(pyannote_clustering, plda, ref_plda) ->
     _assert_same_outputs(ours, theirs)
 
 
-# --------------------------------------------------------------------------- KMeans
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_clusters", [2, 3, 5])
-def test_kmeans_matches_sklearn(dtype, n_clusters) -> None:
-    sklearn_cluster = pytest.importorskip("sklearn.cluster")
-    rng = np.random.default_rng(n_clusters)
-    blobs = rng.standard_normal((4, 64))
-    x = (blobs[rng.integers(0, 4, 300)] + 0.8 * rng.standard_normal((300, 64))).astype(dtype)
-    ref = sklearn_cluster.KMeans(n_clusters=n_clusters, n_init=3, random_state=42, copy_x=True)
-    np.testing.assert_array_equal(kmeans(x, n_clusters), ref.fit_predict(x))
-
-
 # --------------------------------------------------------------------------- (c) AHC (3.1 style)
 
 
@@ -292,6 +278,8 @@ def test_agglomerative_matches_pyannote(
     theirs = ref(
         embeddings.copy(), _swf(segmentations), num_clusters=num, min_clusters=lo, max_clusters=hi
     )
-    ours = AgglomerativeClustering(threshold, method=method, min_cluster_size=min_cluster_size)
+    ours = AgglomerativeClustering(
+        AgglomerativeParameters(threshold=threshold, method=method, min_cluster_size=min_cluster_size)
+    )
     with np.errstate(invalid="ignore"):
         _assert_same_outputs(ours(embeddings, segmentations, num, lo, hi), theirs)

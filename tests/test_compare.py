@@ -11,18 +11,19 @@ import pytest
 import soundfile as sf
 
 from harness import compare
+from mlx_diar.errors import OptionError
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, sample) -> Path:
     """8 s of the bundled sample (speech from 6.7 s on) with the matching slice of its RTTM."""
-    from harness.metrics import load_rttm
+    from harness.metrics import reference_for
     from pyannote.core import Segment
 
     waveform, rttm = sample
     folder = tmp_path_factory.mktemp("clip")
     sf.write(folder / "clip.wav", waveform[6 * 16000: 14 * 16000], 16000, subtype="FLOAT")
-    reference = next(iter(load_rttm(rttm).values())).crop(Segment(6.0, 14.0))
+    reference = reference_for(rttm, "sample").crop(Segment(6.0, 14.0))
     shifted = reference.__class__(uri="clip")
     for segment, track, label in reference.itertracks(yield_label=True):
         shifted[Segment(segment.start - 6.0, segment.end - 6.0), track] = label
@@ -108,10 +109,10 @@ def test_dataset_mode_collects_audio_rttm_and_uem(tmp_path: Path, sample_10s) ->
     a, b = items
     assert a.reference.labels() == ["spk"] and b.reference is None
     assert a.uem.extent() == Segment(2.0, 9.0) and b.uem.extent() == Segment(0.0, 10.0)
-    with pytest.raises(SystemExit, match="not a directory"):
+    with pytest.raises(OptionError, match="not a directory"):
         compare.collect_audio(None, tmp_path / "a.rttm")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no audio files"):
+    with pytest.raises(OptionError, match="no audio files"):
         compare.collect_audio(None, tmp_path / "empty")
 
 
@@ -119,3 +120,35 @@ def test_variants() -> None:
     names = [v.name for v in compare.variants("all", 8, 64)]
     assert names == ["float32", "float16", "bfloat16", "float32-q8g64", "float16-q8g64", "bfloat16-q8g64"]
     assert [v.name for v in compare.variants("float16", None, 64)] == ["float16"]
+
+
+def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: Path, monkeypatch) -> None:
+    """A conversion is reused only for the same source, variant, on-disk format and converter version."""
+    import harness.fixtures
+    import mlx_diar.convert
+    from mlx_diar import model_io
+
+    conversions = []
+
+    def convert(root, target, model_type, dtype, quantize=None, q_group_size=64):
+        conversions.append(Path(target).name)
+        Path(target).mkdir(parents=True)
+        (Path(target) / "config.json").write_text("{}")
+        return Path(target)
+
+    monkeypatch.setattr(harness.fixtures, "cache_root", lambda: tmp_path)
+    monkeypatch.setattr(mlx_diar.convert, "convert_pyannote_model", convert)
+    f32, f16 = compare.Variant("float32"), compare.Variant("float16")
+
+    def cached(fingerprint: str = "a" * 64, variant: compare.Variant = f32) -> Path:
+        return compare.converted_model(tmp_path / "source", fingerprint, variant)
+
+    first = cached()
+    assert cached() == first and len(conversions) == 1  # same key: reused
+    keys = {first, cached(variant=f16), cached(fingerprint="b" * 64)}
+    monkeypatch.setattr(model_io, "CONVERTER_VERSION", model_io.CONVERTER_VERSION + 1)  # a sanitize changed
+    keys.add(cached())
+    monkeypatch.setattr(model_io, "FORMAT_VERSION", model_io.FORMAT_VERSION + 1)  # the layout changed
+    keys.add(cached())
+    assert len(keys) == 5 and len(conversions) == 5
+    assert all(key.parent == tmp_path / "models" for key in keys)

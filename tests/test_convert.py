@@ -67,7 +67,7 @@ def test_failed_conversion_leaves_previous_model_untouched(full_f32: Path, tmp_p
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
-        convert_pyannote_model(bad, full_f32, "segmentation")
+        convert_pyannote_model(bad, full_f32, "segmentation", force=True)
     assert {p.name: p.stat().st_mtime_ns for p in full_f32.iterdir()} == before
     assert not [p for p in full_f32.parent.iterdir() if p.name.startswith(".")]
 

@@ -1,5 +1,8 @@
 """Parity of mlx_diar.models.wespeaker (fbank + ResNet34 + weighted stats pooling) with pyannote's
-WeSpeakerResNet34, run in the same process on two 10 s slices of the bundled sample."""
+WeSpeakerResNet34, run in the same process on two 10 s slices of the bundled sample.
+
+The torch model is the fixture pipeline's seeded trunk (`reference.seeded`), layers recorded by
+`reference.layers`."""
 
 from __future__ import annotations
 
@@ -12,45 +15,28 @@ import mlx_diar  # noqa: F401  (first: loads OpenBLAS before MLX binds its refer
 import mlx.core as mx
 import numpy as np
 import pytest
+import torch
 from mlx.utils import tree_flatten
+from pyannote.audio.models.embedding import wespeaker
 
 from harness import targets
 from mlx_diar import precision
+from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import kaldi_fbank
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34, nearest_indices
-
-torch = pytest.importorskip("torch")
-wespeaker = pytest.importorskip("pyannote.audio.models.embedding.wespeaker")
+from reference.layers import embedding_layers
+from reference.seeded import seeded_wespeaker
 
 pytestmark = pytest.mark.parity
 
-SAMPLE_RATE = 16000
 CHUNK = 10 * SAMPLE_RATE
 NUM_MASK_FRAMES = 589  # pyannote segmentation-3.0 frames per 10 s chunk
 
 
-def _seeded_reference():
-    """pyannote WeSpeakerResNet34 with seeded weights and randomised BatchNorm parameters/statistics."""
-    torch.manual_seed(0)
-    model = wespeaker.WeSpeakerResNet34()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def torch_model():
-    # Same weights as the offline fixture's embedding/pytorch_model.bin (same recipe, checked
-    # equal); to read that file instead (`from pyannote.audio import Model`, `fixture_dir` from
-    # harness.fixtures): return Model.from_pretrained(fixture_dir() / "embedding/pytorch_model.bin").eval()
-    return _seeded_reference()
+    """The fixture pipeline's seeded trunk (`reference.seeded`), here with its seeded output layer."""
+    return seeded_wespeaker()
 
 
 def _mlx_model(torch_model, dtype: str = "float32", folded_bn: bool = False) -> WeSpeakerResNet34:
@@ -65,7 +51,7 @@ def _mlx_model(torch_model, dtype: str = "float32", folded_bn: bool = False) -> 
 
 @pytest.fixture(scope="module")
 def audio(sample) -> np.ndarray:
-    """(2, 160000): [0, 10) s and [10, 20) s of the sample."""
+    """(2, CHUNK): [0, 10) s and [10, 20) s of the sample."""
     wav, _ = sample
     return np.stack([wav[:CHUNK], wav[CHUNK : 2 * CHUNK]])
 
@@ -93,28 +79,19 @@ def masks(sample) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(torch_model, audio, masks) -> dict:
-    """pyannote on the batch: every layer through forward hooks, embeddings per mask (speaker axis)."""
-    outputs: dict[str, np.ndarray] = {}
-    hooks = [
-        module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach().numpy().copy()))
-        for name, module in torch_model.named_modules()
-        if name.startswith("resnet.") and "shortcut" not in name and name.count(".") <= 2
-    ]
+    """pyannote on the batch: every layer (`reference.layers`), embeddings per mask (speaker axis)."""
+    names = [name for name, _ in torch_model.named_modules()
+             if name.startswith("resnet.") and "shortcut" not in name and name.count(".") <= 2]
     weights = torch.from_numpy(np.stack(list(masks.values()), axis=1))  # (2, masks, 589)
-    waveforms = torch.from_numpy(audio[:, None])
+    start = time.perf_counter()
+    layers = embedding_layers(torch_model, torch.from_numpy(audio[:, None]), weights, names=names)
+    seconds = time.perf_counter() - start
     with torch.inference_mode():
-        start = time.perf_counter()
-        embeddings = torch_model(waveforms, weights=weights).numpy()
-        seconds = time.perf_counter() - start
-        for hook in hooks:
-            hook.remove()
-        fbank = torch_model.compute_fbank(waveforms).numpy()
-        frames = torch.from_numpy(outputs["resnet.layer4"])
+        frames = torch.from_numpy(layers["resnet.layer4"])
         unweighted = torch_model.forward_embedding(frames).numpy()
         per_mask_2d = {k: torch_model.forward_embedding(frames, torch.from_numpy(m)).numpy() for k, m in masks.items()}
-    outputs["fbank"] = fbank
-    return {"layers": outputs, "embeddings": embeddings, "unweighted": unweighted, "per_mask_2d": per_mask_2d,
-            "seconds_per_chunk": seconds / len(audio)}
+    return {"layers": layers, "embeddings": layers.pop("embedding"), "unweighted": unweighted,
+            "per_mask_2d": per_mask_2d, "seconds_per_chunk": seconds / len(audio)}
 
 
 def _run_mlx(model: WeSpeakerResNet34, audio: np.ndarray, masks: dict[str, np.ndarray]) -> dict:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from harness import fixtures
+from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.checkpoint import sha256sum
 
 
@@ -45,6 +46,31 @@ def test_plda_arrays_have_vbx_names_and_shapes(fixture_root: Path) -> None:
     assert np.all(p["psi"] > 0)
 
 
+def test_seeded_trunk_is_the_one_the_fixture_was_built_from(fixture_root: Path, tmp_path: Path) -> None:
+    from reference.seeded import save_pyannote_checkpoint, seeded_wespeaker
+
+    _, recipe, made_from = fixtures.read_statistics(fixture_root)
+    save_pyannote_checkpoint(seeded_wespeaker(), tmp_path / "pytorch_model.bin")  # torch names the archive after the file
+    assert recipe == fixtures.PLDA_RECIPE
+    assert sha256sum(tmp_path / "pytorch_model.bin") == made_from, (
+        "reference.seeded no longer reproduces the trunk this fixture was built from (or torch/lightning "
+        "changed since the build)")
+
+
+def test_fixture_md_numbers_are_what_the_recipe_computes(fixture_root: Path) -> None:
+    """FIXTURE.md's speaker-identification numbers, recomputed from the statistics the build stored."""
+    from harness import plda
+    from reference.seeded import seeded_wespeaker
+
+    statistics, _, _ = fixtures.read_statistics(fixture_root)
+    layer = seeded_wespeaker().resnet.seg_1
+    facts = plda.fit(statistics, layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()).facts
+    text = (fixture_root / "FIXTURE.md").read_text()
+    for key in ("accuracy_seeded", "accuracy_embedding", "accuracy_plda"):
+        assert f"| {facts[key]:.1%} |" in text, key
+    assert f"({facts['eval_speakers']} test speakers, {facts['eval_embeddings']} embeddings;" in text
+
+
 def test_pipeline_loads_offline_with_pyannote(reference_pipeline) -> None:
     assert reference_pipeline.klustering == "VBxClustering"
     assert reference_pipeline.embedding_batch_size == 32
@@ -59,12 +85,12 @@ def test_real_segmentation_checkpoints_output_shapes(fixture_root: Path, sample)
     seg3 = Model.from_pretrained(fixture_root / "segmentation/pytorch_model.bin")
     assert seg3.specifications.powerset
     with torch.inference_mode():
-        out = seg3(torch.from_numpy(waveform[:160000])[None, None])
+        out = seg3(torch.from_numpy(waveform[:10 * SAMPLE_RATE])[None, None])
     assert tuple(out.shape) == (1, 589, 7)
     v2 = Model.from_pretrained(fixture_root / "whisperx/pytorch_model.bin", map_location="cpu")
     assert not v2.specifications.powerset and len(v2.specifications.classes) == 3
     with torch.inference_mode():
-        out = v2(torch.from_numpy(waveform[:80000])[None, None])
+        out = v2(torch.from_numpy(waveform[:5 * SAMPLE_RATE])[None, None])
     assert out.shape[0] == 1 and out.shape[2] == 3 and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.audio import AudioError, as_waveform, load_audio
+from mlx_diar.audio import SAMPLE_RATE, AudioError, as_waveform, load_audio
 
 
 def test_no_torch_or_pyannote_audio_at_inference(mlx_model_dir: Path, sample_10s) -> None:
@@ -20,7 +20,7 @@ def test_no_torch_or_pyannote_audio_at_inference(mlx_model_dir: Path, sample_10s
         "import sys, numpy as np; from mlx_diar import SpeakerDiarizationPipeline;"
         f"p = SpeakerDiarizationPipeline(model_path={str(mlx_model_dir)!r});"
         f"w = np.load({str(mlx_model_dir.parent / 'clip.npy')!r});"
-        "out = p({'waveform': w, 'sample_rate': 16000});"
+        f"out = p({{'waveform': w, 'sample_rate': {SAMPLE_RATE}}});"
         "assert len(out.speaker_diarization.labels()) >= 1;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'lightning')"
         " or m.startswith('pyannote.audio')))"
@@ -31,7 +31,7 @@ def test_no_torch_or_pyannote_audio_at_inference(mlx_model_dir: Path, sample_10s
 
 def test_cli_matches_pyannote_rttm(mlx_model_dir: Path, sample_10s, reference_run_10s, tmp_path: Path) -> None:
     wav = tmp_path / "sample10.wav"
-    sf.write(wav, sample_10s, 16000, subtype="FLOAT")
+    sf.write(wav, sample_10s, SAMPLE_RATE, subtype="FLOAT")
     out = subprocess.run([sys.executable, "-m", "mlx_diar", "diarize", str(wav), "--model", str(mlx_model_dir)],
                          capture_output=True, text=True, check=True)
     assert out.stdout == reference_run_10s.rttm()
@@ -43,7 +43,7 @@ def test_cli_matches_pyannote_rttm(mlx_model_dir: Path, sample_10s, reference_ru
 
 def test_cli_bad_file_is_reported_and_others_still_written(mlx_model_dir: Path, sample_10s, tmp_path: Path) -> None:
     good = tmp_path / "good.wav"
-    sf.write(good, sample_10s, 16000)
+    sf.write(good, sample_10s, SAMPLE_RATE)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF garbage")
     rttm = tmp_path / "all.rttm"
@@ -56,7 +56,7 @@ def test_cli_bad_file_is_reported_and_others_still_written(mlx_model_dir: Path, 
 
 def test_cli_parameters_are_overridable_and_printable(mlx_model_dir: Path, sample_10s, tmp_path: Path) -> None:
     wav = tmp_path / "a.wav"
-    sf.write(wav, sample_10s[:16000 * 8], 16000)
+    sf.write(wav, sample_10s[:SAMPLE_RATE * 8], SAMPLE_RATE)
     proc = subprocess.run([sys.executable, "-m", "mlx_diar", "diarize", str(wav), "--model", str(mlx_model_dir),
                            "--threshold", "0.3", "--param", "segmentation.min_duration_off=0.25",
                            "--embedding-batch-size", "9", "--print-params"],
@@ -77,11 +77,11 @@ def test_python_overrides_like_instantiate(mlx_model_dir: Path, sample_10s) -> N
     assert pipeline.parameters()["params"]["clustering"] == {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8}
     pipeline.instantiate({"clustering": {"Fa": 0.1}, "segmentation": {"min_duration_off": 0.5}})
     assert pipeline.parameters()["params"]["clustering"]["Fa"] == 0.1
-    out = pipeline({"waveform": sample_10s, "sample_rate": 16000}, num_speakers=1)
+    out = pipeline({"waveform": sample_10s, "sample_rate": SAMPLE_RATE}, num_speakers=1)
     assert out.speaker_diarization.labels() == ["SPEAKER_00"]
     assert out.speaker_embeddings.shape == (1, 256)
     with pytest.raises(ValueError, match="min_speakers must be smaller"):
-        pipeline({"waveform": sample_10s, "sample_rate": 16000}, min_speakers=3, max_speakers=2)
+        pipeline({"waveform": sample_10s, "sample_rate": SAMPLE_RATE}, min_speakers=3, max_speakers=2)
 
 
 def test_example_runs(fixture_root: Path, tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_example_runs(fixture_root: Path, tmp_path: Path) -> None:
 def test_audio_formats_downmix_and_resample(tmp_path: Path, sample_10s, fmt: str, subtype: str) -> None:
     import soxr
 
-    stereo44 = soxr.resample(np.stack([sample_10s[:32000], 0.5 * sample_10s[:32000]], axis=1), 16000, 44100)
+    stereo44 = soxr.resample(np.stack([sample_10s[:32000], 0.5 * sample_10s[:32000]], axis=1), SAMPLE_RATE, 44100)
     path = tmp_path / f"clip.{fmt.lower()}"
     sf.write(path, stereo44, 44100, format=fmt, subtype=subtype)
     waveform = load_audio(path)
@@ -111,10 +111,10 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="no such audio file"):
         load_audio(tmp_path / "missing.wav")
     empty = tmp_path / "empty.wav"
-    sf.write(empty, np.zeros(0, np.float32), 16000)
+    sf.write(empty, np.zeros(0, np.float32), SAMPLE_RATE)
     with pytest.raises(AudioError, match="empty.wav: the audio is empty"):
         load_audio(empty)
     with pytest.raises(AudioError, match="NaN"):
-        as_waveform({"waveform": np.array([0.0, np.nan]), "sample_rate": 16000})
+        as_waveform({"waveform": np.array([0.0, np.nan]), "sample_rate": SAMPLE_RATE})
     with pytest.raises(AudioError, match="sample rate"):
         as_waveform({"waveform": np.zeros(10), "sample_rate": 0})

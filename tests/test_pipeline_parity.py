@@ -12,6 +12,7 @@ import pytest
 
 from harness import targets
 from harness.metrics import score, uem_for
+from mlx_diar.audio import SAMPLE_RATE
 from reference.runner import run_reference
 
 SYNTHETIC = {"synth-2spk": (2, 11), "synth-3spk": (3, 12), "synth-4spk": (4, 13)}
@@ -38,7 +39,7 @@ def clip(request, sample, sample_10s, reference_pipeline, reference_run_10s, mlx
 
 def test_der_against_pyannote_is_zero(clip) -> None:
     name, waveform, reference, output = clip
-    result = score(reference.diarization, output.speaker_diarization, uem_for(len(waveform) / 16000))
+    result = score(reference.diarization, output.speaker_diarization, uem_for(len(waveform) / SAMPLE_RATE))
     print(f"\n{name}: DER(MLX vs pyannote) = {result['der']:.4%}, speakers {len(output.speaker_diarization.labels())}"
           f" vs {len(reference.diarization.labels())}")
     assert result["der"] <= targets.PIPELINE_DER_F32

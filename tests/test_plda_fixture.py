@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness import plda, synth
+from harness.fixtures import read_statistics
 from mlx_diar.checkpoint import load_checkpoint
 
 
@@ -36,8 +37,8 @@ def test_plda_files_load_through_pyannote(fixture_root: Path) -> None:
     assert phi.shape == (128,) and np.all(phi > 0) and np.all(np.diff(phi) <= 0)
     # held-out speakers (stored by the build) land in a calibrated PLDA space: within-class
     # covariance close to the identity the model assumes
-    with np.load(fixture_root / "synthetic/statistics.npz") as data:
-        stats, labels = plda.labelled(data["eval_stats"], data["eval_labels"])
+    statistics, _, _ = read_statistics(fixture_root)
+    stats, labels = plda.labelled(statistics["eval_stats"], statistics["eval_labels"])
     weight, bias = _output_layer(fixture_root / "embedding/pytorch_model.bin")
     embeddings = stats @ weight.T + bias
     features = reference(embeddings)
@@ -48,16 +49,16 @@ def test_plda_files_load_through_pyannote(fixture_root: Path) -> None:
     np.testing.assert_allclose(ours.phi, phi, rtol=1e-10)
 
 
-def test_held_out_speaker_identification_beats_the_seeded_embeddings(fixture_root: Path, tmp_path: Path) -> None:
+def test_held_out_speaker_identification_beats_the_seeded_embeddings(fixture_root: Path) -> None:
     """Voices the build never saw; the same pooled statistics through the seeded and the estimated layers."""
-    from harness.fixtures import _seeded_embedding
+    from reference.seeded import seeded_wespeaker
 
     voices = synth.TEST_VOICES[plda.EVAL_SPEAKERS:plda.EVAL_SPEAKERS + 18]
     chunks = plda.conversation_chunks(voices, rounds=3, seed=70_000)
     stats, labels = plda.labelled(plda.pooled_statistics(fixture_root / "embedding/pytorch_model.bin", chunks),
                                   chunks.labels)
-    _seeded_embedding(tmp_path / "seeded.bin")
-    seeded_weight, seeded_bias = _output_layer(tmp_path / "seeded.bin")
+    seeded = seeded_wespeaker().resnet.seg_1
+    seeded_weight, seeded_bias = seeded.weight.detach().double().numpy(), seeded.bias.detach().double().numpy()
     weight, bias = _output_layer(fixture_root / "embedding/pytorch_model.bin")
     baseline = plda.speaker_id_accuracy(stats @ seeded_weight.T + seeded_bias, labels)
     estimated = plda.speaker_id_accuracy(plda.vbx_features(fixture_root / "plda", stats @ weight.T + bias), labels)
@@ -66,17 +67,23 @@ def test_held_out_speaker_identification_beats_the_seeded_embeddings(fixture_roo
     assert estimated >= baseline + 0.05
 
 
-@pytest.mark.slow
-def test_reference_pipeline_finds_three_synthetic_speakers(reference_pipeline) -> None:
-    """One 15 s clip of three test voices (on random such clips the fixture finds 3 speakers about half the time)."""
-    from harness.metrics import score, uem_for
-    from reference.runner import run_reference
+# Synthetic three-speaker conversations (seeds 0..CLIPS-1, not chosen): pyannote's pipeline on the
+# fixture must tell their speakers apart on average. A pipeline whose embeddings do not separate
+# speakers (the seeded output layer with a random PLDA) puts everyone into one cluster, which on
+# three speakers costs a DER of about 50% (measured 47.5% over 8 such clips); finding two of the
+# three speakers gives about 30%, all three less.
+CLIPS = 6
+MAX_MEAN_DER = 0.35
 
-    voices = [synth.TEST_VOICES[i] for i in np.random.default_rng(102).choice(len(synth.TEST_VOICES), 3, replace=False)]
-    waveform, reference = synth.make_conversation(voices, seed=102, duration=13.0)
-    assert len(waveform) <= 15 * synth.SAMPLE_RATE and len(reference.labels()) == 3
-    run = run_reference(reference_pipeline, waveform, uri="synthetic-3", record_layers=False)
-    metrics = score(reference, run.diarization, uem_for(run.meta["duration"]))
-    print(f"\n3 synthetic speakers: found {len(run.diarization.labels())}, DER {metrics['der']:.1%}")
-    assert len(run.diarization.labels()) == 3
-    assert metrics["der"] < 0.15
+
+@pytest.mark.slow
+def test_reference_pipeline_separates_synthetic_speakers(reference_pipeline) -> None:
+    recordings = {f"synthetic-{seed}": plda.synthetic_conversation(seed) for seed in range(CLIPS)}
+    scores = plda.diarization_scores(reference_pipeline, recordings)
+    for uri, result in scores.items():
+        print(f"\n{uri}: DER {result['der']:.1%}, {result['speakers']} of {result['reference_speakers']} speakers")
+    assert all(result["reference_speakers"] == 3 for result in scores.values())
+    mean_der = float(np.mean([result["der"] for result in scores.values()]))
+    print(f"mean DER over {CLIPS} clips: {mean_der:.1%}")
+    assert mean_der < MAX_MEAN_DER
+    assert all(result["speakers"] >= 2 for result in scores.values())

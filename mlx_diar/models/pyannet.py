@@ -20,6 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
+from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.precision import compute_dtypes
 
@@ -37,7 +38,7 @@ _DERIVED = ("num_classes", "num_speakers", "powerset")
 class PyanNetConfig:
     """Hyper-parameters (checkpoint ``hyper_parameters``) and task specifications of a PyanNet."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     sincnet_stride: int = 10
     lstm_hidden_size: int = 128
     lstm_num_layers: int = 2
@@ -114,7 +115,7 @@ class PyanNetConfig:
         lstm = {**_LSTM_DEFAULTS, **(hyper_parameters.get("lstm") or {})}
         linear = {**_LINEAR_DEFAULTS, **(hyper_parameters.get("linear") or {})}
         return cls(
-            sample_rate=int(hyper_parameters.get("sample_rate", 16000)),
+            sample_rate=int(hyper_parameters.get("sample_rate", SAMPLE_RATE)),
             sincnet_stride=int(sincnet["stride"]),
             lstm_hidden_size=int(lstm["hidden_size"]),
             lstm_num_layers=int(lstm["num_layers"]),

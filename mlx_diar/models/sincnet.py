@@ -12,6 +12,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_diar.audio import SAMPLE_RATE
+
 NUM_SINC_FILTERS = 80
 SINC_KERNEL_SIZE = 251
 
@@ -26,7 +28,7 @@ def sinc_filters(
     band_hz_: np.ndarray,
     window_: np.ndarray,
     n_: np.ndarray,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     min_low_hz: float = 50,
     min_band_hz: float = 50,
 ) -> np.ndarray:
@@ -121,9 +123,9 @@ class SincNet(nn.Module):
     ``norm1d``); ``conv1d[0]`` holds the materialised sinc filterbank (no bias).
     """
 
-    def __init__(self, sample_rate: int = 16000, stride: int = 10):
+    def __init__(self, sample_rate: int = SAMPLE_RATE, stride: int = 10):
         super().__init__()
-        if sample_rate != 16000:
+        if sample_rate != SAMPLE_RATE:
             raise NotImplementedError("SincNet only supports 16kHz audio (as in pyannote).")
         self.sample_rate = sample_rate
         self.stride = stride

@@ -27,30 +27,20 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_diar.models.fbank import compute_fbank, window_properties
+from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, window_properties
 from mlx_diar.precision import compute_dtypes
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
 
-_FBANK_KEYS = (
-    "sample_rate",
-    "num_mel_bins",
-    "frame_length",
-    "frame_shift",
-    "round_to_power_of_two",
-    "snip_edges",
-    "dither",
-    "window_type",
-    "use_energy",
-    "fbank_centering_span",
-)
+_FBANK_KEYS = (*FBANK_OPTIONS, "fbank_centering_span")
 
 
 @dataclass
 class WeSpeakerConfig:
     """Hyper-parameters of pyannote's WeSpeakerResNet34 (fbank options as pyannote names them)."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     num_channels: int = 1
     num_mel_bins: int = 80
     frame_length: float = 25.0

@@ -1,0 +1,90 @@
+"""The rows a comparison measures, typed: `harness.compare` produces them, `harness.report` writes them.
+
+One dataclass per report table (its fields are the CSV columns, in order) and one for the
+diarizations a recording's timeline plot draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+NAN = math.nan
+
+
+@dataclasses.dataclass
+class LayerRow:
+    """One named layer of one model, MLX against pyannote on the same recorded input (layers.csv)."""
+
+    file: str
+    variant: str
+    dtype: str
+    quantize: str  # "q8g64" style, "" when not quantized
+    model: str  # "segmentation" or "embedding"
+    layer: str  # pyannote's module path
+    depth: int  # position in the MLX forward order
+    shape: str
+    max_abs_err: float = NAN
+    rel_l2: float = NAN
+    cosine: float = NAN
+    argmax_agreement: float = NAN  # segmentation output only
+    target: str = ""
+    passed: bool | None = None  # None: the variant has no target for this layer
+
+
+@dataclasses.dataclass
+class PipelineRow:
+    """One side's whole-pipeline result on one file, or on the corpus (file "(all)") (pipeline.csv)."""
+
+    file: str
+    variant: str  # "pyannote" or the MLX variant's name
+    side: str  # "pyannote" or "mlx"
+    duration_s: float
+    speakers: float = NAN
+    reference_speakers: float = NAN
+    pyannote_speakers: float = NAN  # MLX rows: speakers pyannote found on the same file
+    size_mb: float = NAN  # MLX rows: the converted model directory on disk
+    quantized_share: float = NAN  # MLX rows: share of model parameters quantized
+    der_vs_reference: float = NAN
+    jer_vs_reference: float = NAN
+    der_vs_pyannote: float = NAN
+    jer_vs_pyannote: float = NAN
+    segmentation_frame_agreement: float = NAN
+    segmentation_frame_agreement_decided: float = NAN
+    embedding_min_cosine: float = NAN
+    target: str = ""
+    passed: bool | None = None
+
+
+@dataclasses.dataclass
+class TimingRow:
+    """Wall-clock of one stage of one side's run on one file (timing.csv)."""
+
+    file: str
+    variant: str
+    side: str
+    stage: str
+    seconds: float
+    rtf: float  # seconds per second of audio
+    speed_ratio: float  # pyannote seconds / MLX seconds (NaN on pyannote's rows)
+    peak_rss_mb: float
+    warmup_runs: int
+
+
+@dataclasses.dataclass
+class Diarizations:
+    """One recording's diarizations (pyannote.core Annotations) for its timeline plot."""
+
+    duration: float
+    pyannote: Any
+    reference: Any = None
+    mlx: dict[str, Any] = dataclasses.field(default_factory=dict)  # {variant name: Annotation}
+
+
+def to_frame(rows: Sequence[Any], row_type: type):
+    """`rows` as a pandas DataFrame with `row_type`'s fields as columns, in order (also when empty)."""
+    import pandas as pd
+
+    columns = [field.name for field in dataclasses.fields(row_type)]
+    return pd.DataFrame([dataclasses.asdict(row) for row in rows], columns=columns)

@@ -20,9 +20,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return compare(argv[1:])
     if argv and argv[0] == "sensitivity":
-        from harness.sensitivity import main as sensitivity
+        from harness.compare import sensitivity_main
 
-        return sensitivity(argv[1:])
+        return sensitivity_main(argv[1:])
     if argv and argv[0] == "reference":
         from reference.__main__ import main as reference
 

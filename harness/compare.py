@@ -29,6 +29,7 @@ import numpy as np
 
 from harness import targets
 from harness.memory import PeakRSS
+from harness.metrics import min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.errors import MlxDiarError, OptionError
@@ -239,21 +240,6 @@ def layer_target(variant: Variant, row: LayerRow) -> tuple[str, bool | None]:
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def segmentation_agreement(mine: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(agreement on all frames, agreement on frames the float32 reference decides) of the argmax."""
-    same = mine.argmax(-1) == reference.argmax(-1)
-    top2 = np.sort(reference, axis=-1)[..., -2:]
-    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
-    return float(np.mean(same)), float(np.mean(same[decided])) if decided.any() else 1.0
-
-
-def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
-    """Smallest cosine similarity over (chunk, speaker) embeddings."""
-    a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])
-    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(np.nanmin(cos))
-
-
 def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | None]:
     """The pipeline target for this variant, and whether it is met (None when the variant has none)."""
     der = row.der_vs_pyannote
@@ -538,6 +524,40 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
                          diarizations={r.uri: r.diarizations for r in results}, meta=session.meta())
 
 
+def sensitivity_map(items: list[AudioItem], checkpoint: str | None, dtypes: tuple[str, ...] = ("float16", "bfloat16"),
+                    quantized: bool = True, out: Path | None = None, log=print) -> list[dict[str, Any]]:
+    """`harness.sensitivity.measure` on the fixture (or `checkpoint`) pipeline and its float32 conversion."""
+    from harness.fixtures import fixture_dir
+    from harness.sensitivity import measure
+    from mlx_diar.sources import resolve_pipeline
+    from reference.runner import load_pipeline
+
+    root = resolve_pipeline(fixture_dir() if checkpoint is None else checkpoint).root
+    float32_dir = converted_model(root, source_fingerprint(root), Variant("float32"))
+    return measure(items, load_pipeline(root), float32_dir, dtypes, quantized, out, log)
+
+
+def sensitivity_main(argv: list[str] | None = None) -> int:
+    """`python -m harness sensitivity`: the map alone, into --out (sensitivity.csv, sensitivity.md)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness sensitivity",
+                                     description="Precision-sensitivity map of the model blocks (docs/precision.md)")
+    parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
+    parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
+    parser.add_argument("--dtype", nargs="+", choices=("float16", "bfloat16"), default=["float16", "bfloat16"])
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
+    only.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
+    parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
+    args = parser.parse_args(argv)
+    out = writable_dir(args.out)
+    sensitivity_map(collect_audio(args.audio, None), args.checkpoint, () if args.only_quantize else tuple(args.dtype),
+                    not args.no_quantize, out, log=lambda text: print(text, file=sys.stderr, flush=True))
+    print(out / "sensitivity.md")
+    return 0
+
+
 def first_failure(layers: list[LayerRow], pipeline: list[PipelineRow]) -> list[str]:
     """Human-readable failures, the first one first: layers in forward order, then pipeline checks."""
     failures = []
@@ -600,11 +620,8 @@ def _compare(args, argv: list[str]) -> int:
     items = collect_audio(args.audio, args.dataset)
     result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
-    sensitivity = None
-    if args.sensitivity:
-        from harness.sensitivity import measure
-
-        sensitivity = pd.DataFrame(measure(items, args.checkpoint, log=None if args.quiet else print))
+    sensitivity = pd.DataFrame(sensitivity_map(items, args.checkpoint, log=None if args.quiet else print)
+                               if args.sensitivity else [])
     failures = first_failure(result.layers, result.pipeline)
     verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
                     "PASS: every parity target of harness/targets.py is met")

@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harness import targets
 from mlx_diar.errors import MlxDiarError
 
 
@@ -132,3 +135,18 @@ def _read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+
+
+def segmentation_agreement(mine: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(agreement on all frames, agreement on frames the float32 reference decides) of the argmax."""
+    same = mine.argmax(-1) == reference.argmax(-1)
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
+    return float(np.mean(same)), float(np.mean(same[decided])) if decided.any() else 1.0
+
+
+def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
+    """Smallest cosine similarity over (chunk, speaker) embeddings."""
+    a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])
+    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(np.nanmin(cos))

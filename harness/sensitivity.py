@@ -9,12 +9,12 @@ cosine, DER and speaker count. The default policies (`precision.KEEP_FLOAT32`) a
 blocks a 4-bit model keeps at 8 bits (`quantize.KEEP_8BIT`) were chosen from this map.
 
     python -m harness sensitivity [--audio FILE ...] [--dtype float16 bfloat16] [--no-quantize] --out DIR
+    python -m harness compare --sensitivity ...     (the map in summary.md and report.html)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -110,8 +110,7 @@ def probe_models(probe: Probe, float32_dir: Path):
 
 def score_run(reference, output, uem) -> dict[str, Any]:
     """A probe's errors on one file against pyannote float32."""
-    from harness.compare import min_cosine, segmentation_agreement
-    from harness.metrics import score
+    from harness.metrics import min_cosine, score, segmentation_agreement
 
     scores, ref_scores = output.stages["segmentation_scores"].data, reference.arrays["segmentation_scores"]
     frames, _ = segmentation_agreement(scores, ref_scores)
@@ -240,24 +239,17 @@ def plot(frame):
     return fig
 
 
-def measure(items, checkpoint: str | None = None, dtypes: tuple[str, ...] = precision.REDUCED,
+def measure(items, reference_pipeline, float32_dir: Path, dtypes: tuple[str, ...] = precision.REDUCED,
             quantized: bool = True, out: Path | None = None, log=print) -> list[dict[str, Any]]:
-    """The whole map on `items` (compare's AudioItems): pyannote float32 once per file, then every probe.
-
-    With `out`, sensitivity.csv and sensitivity.md are rewritten after each probe (a partial map survives).
-    """
+    """The whole map on `items` (AudioItems): pyannote float32 once per file, then every probe on the
+    float32 conversion `float32_dir`. With `out`, sensitivity.csv and sensitivity.md are rewritten after
+    each probe (a partial map survives)."""
     import pandas as pd
 
-    from harness.compare import Variant, converted_model, source_fingerprint
-    from harness.fixtures import fixture_dir
-    from mlx_diar.sources import resolve_pipeline
-    from reference.runner import load_pipeline, run_reference
+    from reference.runner import run_reference
 
-    root = resolve_pipeline(fixture_dir() if checkpoint is None else checkpoint).root
-    reference_pipeline = load_pipeline(root)
     references = {item.uri: run_reference(reference_pipeline, item.waveform, uri=item.uri, record_layers=False)
                   for item in items}
-    float32_dir = converted_model(root, source_fingerprint(root), Variant("float32"))
     rows: list[dict[str, Any]] = []
     for probe in probes(dtypes, quantized):
         rows += run_map(items, references, float32_dir, [probe], log=log or (lambda _text: None))
@@ -266,25 +258,3 @@ def measure(items, checkpoint: str | None = None, dtypes: tuple[str, ...] = prec
             frame.to_csv(out / "sensitivity.csv", index=False)
             (out / "sensitivity.md").write_text("\n".join(markdown(frame)) + "\n")
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m harness sensitivity", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
-    parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
-    parser.add_argument("--dtype", nargs="+", choices=precision.REDUCED, default=list(precision.REDUCED))
-    only = parser.add_mutually_exclusive_group()
-    only.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
-    only.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
-    parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
-    args = parser.parse_args(argv)
-
-    from harness.compare import collect_audio
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    measure(collect_audio(args.audio, None), args.checkpoint, () if args.only_quantize else tuple(args.dtype),
-            not args.no_quantize, args.out, log=lambda text: print(text, file=sys.stderr, flush=True))
-    print(args.out / "sensitivity.md")
-    return 0

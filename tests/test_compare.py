@@ -124,19 +124,19 @@ def test_variants() -> None:
 
 def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: Path, monkeypatch) -> None:
     """A conversion is reused only for the same source, variant, on-disk format and converter version."""
-    import harness.fixtures
+    import harness.paths
     import mlx_diar.convert
     from mlx_diar import model_io
 
     conversions = []
 
-    def convert(root, target, model_type, dtype, quantize=None, q_group_size=64):
+    def convert(root, target, model_type, dtype, quantize=None, q_group_size=64, precision_mode="default"):
         conversions.append(Path(target).name)
         Path(target).mkdir(parents=True)
         (Path(target) / "config.json").write_text("{}")
         return Path(target)
 
-    monkeypatch.setattr(harness.fixtures, "cache_root", lambda: tmp_path)
+    monkeypatch.setattr(harness.paths, "cache_root", lambda: tmp_path)
     monkeypatch.setattr(mlx_diar.convert, "convert_pyannote_model", convert)
     f32, f16 = compare.Variant("float32"), compare.Variant("float16")
 

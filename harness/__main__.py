@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness compare [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
+"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.compare import main as compare
 
         return compare(argv[1:])
+    if argv and argv[0] == "sensitivity":
+        from harness.compare import sensitivity_main
+
+        return sensitivity_main(argv[1:])
     if argv and argv[0] == "reference":
         from reference.__main__ import main as reference
 
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
+    sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
     sub.add_parser("reference", help="`python -m reference` with the offline fixture pipeline as default checkpoint")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")
     p = sub.add_parser("plda", help="measure the fixture pipeline's speaker discrimination and DER "

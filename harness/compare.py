@@ -32,6 +32,7 @@ import numpy as np
 
 from harness import targets
 from harness.memory import PeakRSS
+from harness.metrics import min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.corpus import CorpusEntry
@@ -48,21 +49,26 @@ WARMUP_SECONDS = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One MLX conversion to compare: a dtype, optionally with quantized Linear layers."""
+    """One MLX conversion to compare: a dtype and precision policy, optionally with quantized weights."""
 
     dtype: str
     quantize: int | None = None
     group_size: int = 64
+    precision: str = "default"  # or "pure": every block in `dtype` (reported, never gated)
 
     @property
     def name(self) -> str:
-        return self.dtype + (f"-q{self.quantize}g{self.group_size}" if self.quantize else "")
+        pure = "-pure" if self.precision == "pure" and self.dtype != "float32" else ""
+        return self.dtype + pure + (f"-q{self.quantize}g{self.group_size}" if self.quantize else "")
 
 
-def variants(dtype: str, quantize: int | None, group_size: int) -> list[Variant]:
-    """Variants for `--dtype` (one or `all`), each also quantized when `--quantize` is given."""
+def variants(dtype: str, quantize: int | None, group_size: int, pure: bool = False) -> list[Variant]:
+    """Variants for `--dtype` (one or `all`), each also quantized when `--quantize` is given; with
+    `pure`, also the naive all-reduced variant of each reduced dtype."""
     dtypes = ["float32", "float16", "bfloat16"] if dtype == "all" else [dtype]
     out = [Variant(d) for d in dtypes]
+    if pure:
+        out += [Variant(d, precision="pure") for d in dtypes if d != "float32"]
     if quantize:
         out += [Variant(d, quantize, group_size) for d in dtypes]
     return out
@@ -157,7 +163,7 @@ def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
     target = cache_root() / "models" / model_cache_key(fingerprint, variant)
     if not (target / "config.json").is_file():
         convert_pyannote_model(root, target, "full", variant.dtype, quantize=variant.quantize,
-                               q_group_size=variant.group_size)
+                               q_group_size=variant.group_size, precision_mode=variant.precision)
     return target
 
 
@@ -235,39 +241,22 @@ def layer_target(variant: Variant, row: LayerRow) -> tuple[str, bool | None]:
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def segmentation_agreement(mine: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(agreement on all frames, agreement on frames the float32 reference decides) of the argmax."""
-    same = mine.argmax(-1) == reference.argmax(-1)
-    top2 = np.sort(reference, axis=-1)[..., -2:]
-    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
-    return float(np.mean(same)), float(np.mean(same[decided])) if decided.any() else 1.0
-
-
-def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
-    """Smallest cosine similarity over (chunk, speaker) embeddings."""
-    a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])
-    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(np.nanmin(cos))
-
-
 def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | None]:
     """The pipeline target for this variant, and whether it is met (None when the variant has none)."""
     der = row.der_vs_pyannote
-    if variant.quantize == 4:
-        return "", None
-    if variant.quantize == 8:
-        return f"DER vs pyannote <= {targets.PIPELINE_DER_INT8:.1%}", bool(der <= targets.PIPELINE_DER_INT8)
-    if variant.dtype == "float32":
+    if variant.dtype == "float32" and not variant.quantize:
         ok = (der <= targets.PIPELINE_DER_F32
               and row.segmentation_frame_agreement_decided >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
               and row.embedding_min_cosine >= targets.EMBEDDING_COSINE_F32)
         return (f"DER vs pyannote = {targets.PIPELINE_DER_F32:.0%}, argmax 100% (decided frames), "
                 f"cosine >= {targets.EMBEDDING_COSINE_F32}"), bool(ok)
-    ok = (der <= targets.PIPELINE_DER_HALF
-          and row.segmentation_frame_agreement >= targets.SEGMENTATION_FRAME_AGREEMENT_HALF
-          and row.embedding_min_cosine >= targets.EMBEDDING_COSINE_HALF)
-    return (f"DER vs pyannote <= {targets.PIPELINE_DER_HALF:.1%}, frames >= "
-            f"{targets.SEGMENTATION_FRAME_AGREEMENT_HALF:.0%}, cosine >= {targets.EMBEDDING_COSINE_HALF}"), bool(ok)
+    target = targets.precision_target(variant.dtype, variant.precision, variant.quantize)
+    if target is None:
+        return "", None
+    ok = (der <= target.der and row.segmentation_frame_agreement >= target.frames
+          and row.embedding_min_cosine >= target.cosine and row.speakers == row.pyannote_speakers)
+    return (f"DER vs pyannote <= {100 * target.der:.1f} pt, frames >= {target.frames:.1%}, "
+            f"cosine >= {target.cosine}, speakers equal"), bool(ok)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -437,6 +426,7 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
             ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
     """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing)."""
     from harness.metrics import score
+    from harness.sensitivity import footprint
 
     with PeakRSS() as rss:
         out = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
@@ -444,6 +434,7 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
     versus = score(ref.diarization, hypothesis, item.uem)
     row = PipelineRow(file=item.uri, variant=variant.name, side="mlx", duration_s=item.duration,
                       speakers=_speakers(hypothesis), reference_speakers=_speakers(item.reference),
+                      pyannote_speakers=_speakers(ref.diarization), **footprint(pipeline.models.path),
                       der_vs_pyannote=versus["der"], jer_vs_pyannote=versus["jer"],
                       segmentation_frame_agreement=1.0, segmentation_frame_agreement_decided=1.0)
     if "embeddings" in out.stages:  # else no speech: the run stopped after speaker counting
@@ -534,6 +525,40 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
                          diarizations={r.uri: r.diarizations for r in results}, meta=session.meta())
 
 
+def sensitivity_map(items: list[AudioItem], checkpoint: str | None, dtypes: tuple[str, ...] = ("float16", "bfloat16"),
+                    quantized: bool = True, out: Path | None = None, log=print) -> list[dict[str, Any]]:
+    """`harness.sensitivity.measure` on the fixture (or `checkpoint`) pipeline and its float32 conversion."""
+    from harness.fixtures import fixture_dir
+    from harness.sensitivity import measure
+    from mlx_diar.sources import resolve_pipeline
+    from reference.runner import load_pipeline
+
+    root = resolve_pipeline(fixture_dir() if checkpoint is None else checkpoint).root
+    float32_dir = converted_model(root, source_fingerprint(root), Variant("float32"))
+    return measure(items, load_pipeline(root), float32_dir, dtypes, quantized, out, log)
+
+
+def sensitivity_main(argv: list[str] | None = None) -> int:
+    """`python -m harness sensitivity`: the map alone, into --out (sensitivity.csv, sensitivity.md)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness sensitivity",
+                                     description="Precision-sensitivity map of the model blocks (docs/precision.md)")
+    parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
+    parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
+    parser.add_argument("--dtype", nargs="+", choices=("float16", "bfloat16"), default=["float16", "bfloat16"])
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-quantize", action="store_true", help="skip the 4-bit / 8-bit probes")
+    only.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
+    parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
+    args = parser.parse_args(argv)
+    out = writable_dir(args.out)
+    sensitivity_map(collect_audio(args.audio, None), args.checkpoint, () if args.only_quantize else tuple(args.dtype),
+                    not args.no_quantize, out, log=lambda text: print(text, file=sys.stderr, flush=True))
+    print(out / "sensitivity.md")
+    return 0
+
+
 def first_failure(layers: list[LayerRow], pipeline: list[PipelineRow]) -> list[str]:
     """Human-readable failures, the first one first: layers in forward order, then pipeline checks."""
     failures = []
@@ -568,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "all"), default="float32")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
     parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64)
+    parser.add_argument("--pure", action="store_true",
+                        help="also the naive variants: every block in the reduced dtype (reported, never gated)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also map each block's precision sensitivity (slow: ~70 pipeline runs per file)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<time>-<hash>)")
     parser.add_argument("--layer-items", type=int, default=1, help="chunks/items whose layers are compared")
@@ -609,6 +638,8 @@ def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str]
 
 def _compare(args, argv: list[str]) -> int:
     """`main` after parsing: check every input and the output folder, measure, write the reports."""
+    import pandas as pd
+
     from harness.report import write_reports
     from mlx_diar.fsutil import atomic_write
 
@@ -619,11 +650,14 @@ def _compare(args, argv: list[str]) -> int:
     if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
         return compare_corpus(args, argv, created, out)
     items = collect_audio(args.audio, args.dataset)
-    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size),
+    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
+    sensitivity = pd.DataFrame(sensitivity_map(items, args.checkpoint, log=None if args.quiet else print)
+                               if args.sensitivity else [])
     failures = first_failure(result.layers, result.pipeline)
     meta = report_meta(args, argv, created, failures, result.meta["checkpoint"], result.meta["fixture"])
-    paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations)
+    paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations,
+                          sensitivity)
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
     print(meta["verdict"]["text"])
     print(paths["summary.md"])

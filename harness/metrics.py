@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harness import targets
 from mlx_diar.errors import MlxDiarError
 
 
@@ -161,3 +164,18 @@ def corpus_rates(parts: list[dict[str, dict[str, float]]]) -> dict[str, float]:
             "false_alarm": der["false alarm"] / total if total else float("nan"),
             "confusion": der["confusion"] / total if total else float("nan"),
             "scored_s": total}
+
+
+def segmentation_agreement(mine: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(agreement on all frames, agreement on frames the float32 reference decides) of the argmax."""
+    same = mine.argmax(-1) == reference.argmax(-1)
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    decided = (top2[..., 1] - top2[..., 0]) >= targets.SEGMENTATION_TIE_MARGIN
+    return float(np.mean(same)), float(np.mean(same[decided])) if decided.any() else 1.0
+
+
+def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
+    """Smallest cosine similarity over (chunk, speaker) embeddings."""
+    a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])
+    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(np.nanmin(cos))

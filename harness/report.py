@@ -28,19 +28,24 @@ DASH = "–"
 
 
 def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[PipelineRow],
-                  timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations]) -> dict[str, Path]:
+                  timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations],
+                  sensitivity: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
 
     Each file is written atomically (`mlx_diar.fsutil.atomic_write`): a report is complete or absent.
+    With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table in
+    summary.md and its plot in report.html.
     """
     out_dir = Path(out_dir)
     frames = to_frame(layers, LayerRow), to_frame(pipeline, PipelineRow), to_frame(timing, TimingRow)
+    sensitivity = sensitivity if sensitivity is not None and len(sensitivity) else None
     contents = {
         "layers.csv": frames[0].to_csv(index=False),
         "pipeline.csv": frames[1].to_csv(index=False),
         "timing.csv": frames[2].to_csv(index=False),
-        "summary.md": summary_markdown(*frames, meta),
-        "report.html": report_html(*frames, meta, diarizations),
+        **({"sensitivity.csv": sensitivity.to_csv(index=False)} if sensitivity is not None else {}),
+        "summary.md": summary_markdown(*frames, meta, sensitivity),
+        "report.html": report_html(*frames, meta, diarizations, sensitivity),
     }
     return {name: atomic_write(out_dir / name, text) for name, text in contents.items()}
 
@@ -144,8 +149,11 @@ def _weights(entry: dict) -> str:
     return str(entry.get("weights") or "seeded")
 
 
-def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict) -> str:
+def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
+                     sensitivity: pd.DataFrame | None = None) -> str:
     """A short markdown report for a pull-request comment or a CI job summary."""
+    from harness import sensitivity as precision_report
+
     verdict = meta.get("verdict", {})
     files = meta.get("checkpoint", {}).get("files", [])
     shas = ", ".join(f"{_md(f.get('role', '?'))} `{str(f.get('sha256', ''))[:12]}`"
@@ -170,6 +178,8 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
         *_md_table(["file", "variant", "total s pyannote / MLX", "RTF pyannote / MLX", "speed-up",
                     "peak RSS MB pyannote / MLX"], _speed_rows(timing)),
         "",
+        *precision_report.variants_markdown(pipeline, timing),
+        *(precision_report.markdown(sensitivity) if sensitivity is not None else []),
     ]
     stages = [s for s in STAGES[:-1] if s in set(timing["stage"])]
     if stages:
@@ -262,9 +272,11 @@ def _e(value: Any) -> str:
 
 
 def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                diarizations: dict[str, Diarizations]) -> str:
+                diarizations: dict[str, Diarizations], sensitivity: pd.DataFrame | None = None) -> str:
     """The whole report as one HTML document with no external resources."""
     import matplotlib
+
+    from harness import sensitivity as precision_report
 
     verdict = meta.get("verdict", {})
     ok = bool(verdict.get("passed"))
@@ -276,6 +288,12 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
                      for file, entry in diarizations.items()]
         timing_plots = [_img(_timing_plot(timing[timing["file"] == f], str(f)), f"time per stage: {f}")
                         for f in timing["file"].unique()]
+        sensitivity_html = [] if sensitivity is None else [
+            "<h2>Precision sensitivity</h2>",
+            '<p class="small">Each block alone reduced / alone kept float32 (4-bit: alone 4-bit / alone 8-bit); '
+            "whole MLX pipeline scored against pyannote float32, worst file.</p>",
+            _img(precision_report.plot(sensitivity), "precision sensitivity per block"),
+            _frame_html(precision_report.worst(sensitivity))]
     failures = meta.get("failures", [])
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -293,6 +311,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         f'<p class="small">{_e(meta.get("warmup", ""))}</p>',
         *timing_plots,
         _frame_html(timing),
+        *sensitivity_html,
         "<h2>4. Failures</h2>",
         "<ol>" + "".join(f"<li>{_e(f)}</li>" for f in failures) + "</ol>" if failures else "<p>None.</p>",
     ]

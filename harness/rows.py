@@ -43,6 +43,9 @@ class PipelineRow:
     duration_s: float
     speakers: float = NAN
     reference_speakers: float = NAN
+    pyannote_speakers: float = NAN  # MLX rows: speakers pyannote found on the same file
+    size_mb: float = NAN  # MLX rows: the converted model directory on disk
+    quantized_share: float = NAN  # MLX rows: share of model parameters quantized
     der_vs_reference: float = NAN
     jer_vs_reference: float = NAN
     der_vs_pyannote: float = NAN

@@ -11,6 +11,7 @@ checkpoint file. torch is imported lazily and only to read checkpoints (safely; 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -18,28 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten
 
+from mlx_diar import precision
+from mlx_diar import quantize as quantize_module
 from mlx_diar.checkpoint import read_checkpoint
 from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
 from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
-from mlx_diar.model_io import (
-    ARCHITECTURES,
-    DEFAULT_SHARD_SIZE,
-    DTYPES,
-    FORMAT_VERSION,
-    PLDA_FILE,
-    build_model,
-    quantizable,
-    save_weights,
-    to_mlx_weights,
-)
+from mlx_diar.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
 from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
+QUANT_BITS = quantize_module.BITS
+
+
+def _precision_name(dtype: str, mode: str) -> str:
+    return dtype if dtype == "float32" else f"{dtype}-{mode}"
 
 
 def _convert_one(path: Path, role: str, fold_bn: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -100,6 +96,55 @@ def _check_output(mlx_path: Path, sources: list[Path], force: bool) -> None:
                               "config.json with format_version); refusing to replace it, even with --force")
 
 
+@dataclasses.dataclass
+class Sources:
+    """What a conversion reads: one checkpoint per role, and for `full` the PLDA and pipeline config."""
+
+    files: dict[str, Path]
+    inputs: list[Path]  # everything read: the output may not overwrite or contain any of it
+    plda: dict[str, np.ndarray] | None = None
+    plda_source: Path | None = None
+    pipeline: dict[str, Any] | None = None
+
+
+def read_sources(pytorch_path: str | Path, model_type: str, token: str | None = None,
+                 pipeline_config: str | None = None) -> Sources:
+    """Stage 1, read: resolve the checkpoint(s) of `model_type` (and the PLDA and pipeline parameters)."""
+    source = Path(pytorch_path).expanduser()
+    single_file = source.is_file() or (source.is_dir() and not (source / "config.yaml").exists())
+    if single_file:
+        if model_type == "full":
+            raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
+        checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
+        return Sources({model_type: checkpoint}, [source, checkpoint])
+    resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
+    files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
+    sources = Sources({k: Path(v) for k, v in files.items() if model_type in (k, "full")},
+                      [resolved.root, resolved.config_path])
+    if model_type == "full":
+        if resolved.embedding is None or resolved.plda is None:
+            raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
+        sources.plda, sources.plda_source = _plda_arrays(resolved.plda), resolved.plda
+        params = {k: v for k, v in resolved.params.items() if k not in ("segmentation", "embedding", "plda")}
+        sources.pipeline = {"params": params, "hyper_parameters": resolved.hyper_parameters}
+    return sources
+
+
+def cast_weights(weights: dict[str, np.ndarray], role: str, policy: precision.Policy) -> dict[str, mx.array]:
+    """Stage 3, cast: float weights to their precision block's storage dtype (integer arrays unchanged)."""
+    arrays = {name: mx.array(np.asarray(v, np.float32) if np.issubdtype(v.dtype, np.floating) else v)
+              for name, v in sorted(weights.items())}
+    return precision.cast_arrays(arrays, role, policy, "weights")
+
+
+def quantize_weights(entry: dict[str, Any], role: str, arrays: dict[str, mx.array], bits: int, group_size: int,
+                     keep_8bit: dict[str, frozenset[str]]) -> tuple[dict[str, mx.array], dict[str, Any], tuple[int, int]]:
+    """Stage 4, quantize: (arrays with quantized units, {path: unit record}, (quantized, all) parameters)."""
+    model = build_model(entry)
+    chosen = quantize_module.plan(model, role, bits, group_size, keep_8bit)
+    return quantize_module.quantize_arrays(arrays, chosen), chosen, quantize_module.parameter_share(model, chosen, role)
+
+
 def convert_pyannote_model(
     pytorch_path: str | Path,
     mlx_path: str | Path,
@@ -111,10 +156,13 @@ def convert_pyannote_model(
     pipeline_config: str | None = None,
     quantize: int | None = None,
     q_group_size: int = 64,
+    precision_mode: str = "default",
     force: bool = False,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
 
+    Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `cast_weights` (precision
+    policy: `dtype` with `precision_mode` "default" or "pure") -> `quantize_weights` -> write.
     Nothing is ever destroyed: an existing non-empty `mlx_path` is refused unless `force`
     (and even then only an mlx-diar model directory is replaced), and an output equal to,
     inside, or containing the input is refused. The directory is written to a temporary
@@ -123,49 +171,41 @@ def convert_pyannote_model(
     """
     if model_type not in MODEL_TYPES:
         raise OptionError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    if dtype not in DTYPES:
-        raise OptionError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-    if quantize not in (None, 4, 8):
+    if dtype not in precision.DTYPES:
+        raise OptionError(f"dtype must be one of {tuple(precision.DTYPES)}, got {dtype!r}")
+    if precision_mode not in precision.MODES:
+        raise OptionError(f"precision must be one of {precision.MODES}, got {precision_mode!r}")
+    if quantize not in (None, *QUANT_BITS):
         raise OptionError(f"quantize must be 4 or 8 bits, got {quantize!r}")
-    if q_group_size not in (32, 64, 128):
+    if q_group_size not in quantize_module.GROUP_SIZES:
         raise OptionError(f"q_group_size must be 32, 64 or 128, got {q_group_size!r}")
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
+    policy = precision.policy(dtype, precision_mode)
     mlx_path = Path(mlx_path)
+    sources = read_sources(pytorch_path, model_type, token, pipeline_config)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
-                              "quantization": {"bits": quantize, "group_size": q_group_size} if quantize else None, "versions": package_versions(), "origin": str(pytorch_path)}
-    plda: dict[str, np.ndarray] | None = None
-
-    source = Path(pytorch_path).expanduser()
-    single_file = source.is_file() or (source.is_dir() and not (source / "config.yaml").exists())
-    if single_file:
-        if model_type == "full":
-            raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
-        files = {model_type: resolve_checkpoint(pytorch_path, token=token)}
-        _check_output(mlx_path, [source, files[model_type]], force)
-    else:
-        resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
-        _check_output(mlx_path, [resolved.root, resolved.config_path], force)
-        files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
-        files = {k: v for k, v in files.items() if model_type in (k, "full")}
-        if model_type == "full":
-            if resolved.embedding is None or resolved.plda is None:
-                raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
-            plda = _plda_arrays(resolved.plda)
-            config["pipeline"] = {"params": resolved.params, "hyper_parameters": resolved.hyper_parameters}
-            for key in ("segmentation", "embedding", "plda"):
-                config["pipeline"]["params"].pop(key, None)
+                              "precision": precision.to_config(policy, _precision_name(dtype, precision_mode)),
+                              "quantization": None, "versions": package_versions(), "origin": str(pytorch_path)}
+    _check_output(mlx_path, sources.inputs, force)
+    if sources.pipeline is not None:
+        config["pipeline"] = sources.pipeline
+    kept = quantize_module.KEEP_8BIT if quantize == 4 else {}
+    if quantize:
+        config["quantization"] = {"bits": quantize, "group_size": q_group_size, "layers": {}, "parameters": {},
+                                  "kept_8bit": {role: sorted(blocks) for role, blocks in kept.items()}}
+    plda = sources.plda
 
     arrays: dict[str, mx.array] = {}
-    for role, path in files.items():
-        entry, model_weights = _convert_one(Path(path), role, fold_bn=fold_bn)
+    for role, path in sources.files.items():
+        entry, model_weights = _convert_one(path, role, fold_bn=fold_bn)
         config[role] = entry
-        role_arrays = to_mlx_weights(model_weights, dtype)
+        role_arrays = cast_weights(model_weights, role, policy)
         if quantize:
-            model = build_model(entry)
-            model.load_weights(list(role_arrays.items()), strict=True)
-            nn.quantize(model, group_size=q_group_size, bits=quantize, class_predicate=quantizable(q_group_size))
-            role_arrays = dict(tree_flatten(model.parameters()))
+            role_arrays, chosen, (quantized, total) = quantize_weights(entry, role, role_arrays, quantize, q_group_size,
+                                                                        kept)
+            config["quantization"]["layers"][role] = chosen
+            config["quantization"]["parameters"][role] = {"quantized": quantized, "total": total}
         arrays.update({f"{role}.{k}": v for k, v in role_arrays.items()})
 
     with atomic_directory(mlx_path, replace=force) as work:
@@ -175,7 +215,7 @@ def convert_pyannote_model(
 
             with atomic_path(work / PLDA_FILE) as tmp:
                 save_file(plda, str(tmp))
-            config["plda"] = {"file": PLDA_FILE, "source": str(resolved.plda)}
+            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source)}
         atomic_write(work / "config.json", json.dumps(config, indent=2))
     return mlx_path
 
@@ -185,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pytorch-path", required=True, help="HF id, pipeline directory or checkpoint file")
     parser.add_argument("--mlx-path", required=True, help="output directory")
     parser.add_argument("--model-type", choices=MODEL_TYPES, default="full")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--quantize", type=int, choices=(4, 8), default=None,
-                        help="quantize Linear layers to this many bits (conv/LSTM keep --dtype)")
+    parser.add_argument("--dtype", choices=tuple(precision.DTYPES), default="float32",
+                        help="float16/bfloat16: the default precision policy (sensitive blocks stay float32)")
+    parser.add_argument("--precision", choices=precision.MODES, default="default",
+                        help="'pure': every block in --dtype (the naive variant, for comparison)")
+    parser.add_argument("--quantize", type=int, choices=QUANT_BITS, default=None,
+                        help="quantize Linear, LSTM and convolution weights to this many bits")
     parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64)
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the embedding convolutions")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
@@ -201,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
                                      pipeline_config=args.pipeline_config, quantize=args.quantize,
-                                     q_group_size=args.q_group_size, force=args.force)
+                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force)
     except (*USER_ERRORS, ValueError) as e:  # ValueError: a checkpoint whose weights do not fit its architecture
         return report(e, args.debug)
     print(out)

@@ -1,6 +1,7 @@
 """Converted MLX model directories: layout, dtypes, (sharded) safetensors, and `load_model`.
 
-    config.json                 hyper-parameters, dtype, sources + sha256, versions, pipeline parameters
+    config.json                 hyper-parameters, dtype, precision policy, quantized units, sources + sha256,
+                                versions, pipeline parameters
     model.safetensors           or model-0000k-of-0000N.safetensors + model.safetensors.index.json
     plda.safetensors            (full pipelines) PLDA / LDA arrays in float64
 """
@@ -20,18 +21,18 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_diar import precision, quantize
 from mlx_diar.errors import ModelDirError
 from mlx_diar.fsutil import atomic_path, atomic_write
 from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34
 
 FORMAT_VERSION = 1
-CONVERTER_VERSION = 1  # bump when a sanitize or the on-disk layout changes: cached conversions are then redone
+CONVERTER_VERSION = 2  # 2: precision policy, quantized LSTM/conv units. Bump when a sanitize or the on-disk layout changes: cached conversions are then redone
 DEFAULT_SHARD_SIZE = 5 * 1024**3
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PLDA_FILE = "plda.safetensors"
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,35 +61,36 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def quantizable(group_size: int) -> Callable[[str, nn.Module], bool]:
-    """`nn.quantize` predicate: Linear layers whose input size the group size divides.
-
-    Only Linear layers are quantized (PyanNet's linear.* and classifier, WeSpeaker's seg_1);
-    convolutions and LSTM weights keep the model dtype.
-    """
-    return lambda _path, module: isinstance(module, nn.Linear) and module.weight.shape[-1] % group_size == 0
-
-
-def build_model(role_config: dict[str, Any], quantization: dict[str, int] | None = None) -> nn.Module:
-    """An (unloaded) MLX model from its config.json entry, quantized as the config says."""
+def build_model(role_config: dict[str, Any]) -> nn.Module:
+    """An (unloaded) float32 MLX model from its config.json entry."""
     arch = ARCHITECTURES[role_config["class"]]
-    model = arch.model(arch.config_class.from_dict(role_config["config"]))
-    if quantization:
-        nn.quantize(model, group_size=quantization["group_size"], bits=quantization["bits"],
-                    class_predicate=quantizable(quantization["group_size"]))
+    return arch.model(arch.config_class.from_dict(role_config["config"]))
+
+
+def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], where: Path) -> nn.Module:
+    """Build `role`'s model as config.json and the saved keys describe it: quantized units read back
+    from the ``.scales`` keys (and checked against config.json's record), then the precision policy."""
+    try:
+        model = build_model(config[role])
+    except (ValueError, TypeError) as e:
+        raise ModelDirError(f"{where / 'config.json'}: {role}.config cannot build a model ({e})") from None
+    try:
+        found = quantize.saved_units(model, role, weights)
+    except ValueError as e:
+        raise ModelDirError(f"{where}: {role} weights: {e}") from None
+    recorded = ((config.get("quantization") or {}).get("layers") or {}).get(role)
+    if recorded is not None and recorded != found:
+        diff = sorted(p for p in set(recorded) | set(found) if recorded.get(p) != found.get(p))
+        raise ModelDirError(f"{where}: {role} quantized weights differ from config.json's record at {diff[:5]}")
+    model, weights = quantize.rebuild(model, found, weights)
+    try:
+        model.load_weights(list(weights.items()), strict=True)
+    except ValueError as e:
+        raise ModelDirError(f"{where}: {role} weights do not match its config ({e})") from None
+    precision.apply(model, role, precision.from_config(config, str(where / "config.json")))
+    model.eval()
+    mx.eval(model.parameters())
     return model
-
-
-def _to_mx(array: np.ndarray, dtype: str) -> mx.array:
-    """NumPy -> MLX in `dtype`; bfloat16 goes through a float32 mx.array (NumPy has no bfloat16)."""
-    if not np.issubdtype(array.dtype, np.floating):
-        return mx.array(array)
-    return mx.array(np.asarray(array, dtype=np.float32)).astype(DTYPES[dtype])
-
-
-def to_mlx_weights(weights: dict[str, np.ndarray], dtype: str) -> dict[str, mx.array]:
-    """NumPy weights -> MLX arrays in `dtype` (integer arrays unchanged)."""
-    return {name: _to_mx(value, dtype) for name, value in sorted(weights.items())}
 
 
 def save_weights(directory: Path, arrays: dict[str, mx.array], dtype: str, shard_size: int) -> list[str]:
@@ -207,6 +209,9 @@ def _check_role(config: dict[str, Any], role: str, where: Path) -> None:
                                 f"(numbers {bound} and <= {_MAX_VALUE:g})")
 
 
+_QUANTIZATION_KEYS = {"bits", "group_size", "layers", "parameters", "kept_8bit"}
+
+
 def validate_config(config: Any, where: Path) -> dict[str, Any]:
     """Check a model directory's config.json before anything is built from it; returns it.
 
@@ -219,14 +224,16 @@ def validate_config(config: Any, where: Path) -> dict[str, Any]:
         raise ModelDirError(f"{where}: must be a JSON object, got {type(config).__name__}")
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelDirError(f"{where}: format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}")
-    if config.get("dtype") not in DTYPES:
-        raise ModelDirError(f"{where}: dtype = {config.get('dtype')!r} must be one of {list(DTYPES)}")
+    if config.get("dtype") not in precision.DTYPES:
+        raise ModelDirError(f"{where}: dtype = {config.get('dtype')!r} must be one of {list(precision.DTYPES)}")
     quantization = config.get("quantization")
-    if quantization is not None and not (isinstance(quantization, dict) and set(quantization) == {"bits", "group_size"}
-                                         and quantization["bits"] in (4, 8)
-                                         and quantization["group_size"] in (32, 64, 128)):
-        raise ModelDirError(f"{where}: quantization = {quantization!r} must be null or "
-                            '{"bits": 4|8, "group_size": 32|64|128}')
+    if quantization is not None and not (isinstance(quantization, dict)
+                                         and {"bits", "group_size"} <= set(quantization) <= _QUANTIZATION_KEYS
+                                         and quantization["bits"] in quantize.BITS
+                                         and quantization["group_size"] in quantize.GROUP_SIZES
+                                         and isinstance(quantization.get("layers", {}), dict)):
+        raise ModelDirError(f"{where}: quantization = {str(quantization)[:200]} must be null or "
+                            '{"bits": 4|8, "group_size": 32|64|128, "layers": {...}, ...}')
     for role in ("segmentation", "embedding"):
         if role in config:
             _check_role(config, role, where)
@@ -276,19 +283,9 @@ def load_model(path: str | Path) -> MLXModels:
     for role in ("segmentation", "embedding"):
         if role not in config:
             continue
-        try:
-            model = build_model(config[role], config.get("quantization"))
-        except (ValueError, TypeError) as e:
-            raise ModelDirError(f"{config_path}: {role}.config cannot build a model ({e})") from None
         prefix = f"{role}."
-        own = [(k[len(prefix):], v) for k, v in weights.items() if k.startswith(prefix)]
-        try:
-            model.load_weights(own, strict=True)
-        except ValueError as e:
-            raise ModelDirError(f"{path}: {role} weights do not match its config ({e})") from None
-        model.eval()
-        mx.eval(model.parameters())
-        setattr(models, role, model)
+        own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        setattr(models, role, load_role(config, role, own, path))
     if plda_path is not None:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file

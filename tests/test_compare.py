@@ -129,7 +129,7 @@ def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: P
 
     conversions = []
 
-    def convert(root, target, model_type, dtype, quantize=None, q_group_size=64):
+    def convert(root, target, model_type, dtype, quantize=None, q_group_size=64, precision_mode="default"):
         conversions.append(Path(target).name)
         Path(target).mkdir(parents=True)
         (Path(target) / "config.json").write_text("{}")

@@ -20,6 +20,7 @@ from mlx.utils import tree_flatten
 from pyannote.audio.models.embedding import wespeaker
 
 from harness import targets
+from mlx_diar import precision
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import kaldi_fbank
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34, nearest_indices
@@ -38,17 +39,14 @@ def torch_model():
     return seeded_wespeaker()
 
 
-def _mlx_model(torch_model, dtype=mx.float32, folded_bn: bool = False) -> WeSpeakerResNet34:
-    """Convert through `sanitize`; half dtypes cast the trunk only (seg_1 stays float32)."""
+def _mlx_model(torch_model, dtype: str = "float32", folded_bn: bool = False) -> WeSpeakerResNet34:
+    """Convert through `sanitize`, under `dtype`'s default precision policy."""
     config = dataclasses.replace(WeSpeakerConfig.from_checkpoint(dict(torch_model.hparams)), folded_bn=folded_bn)
     state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     weights = WeSpeakerResNet34.sanitize(state, config)
     model = WeSpeakerResNet34(config)
-    model.load_weights(
-        [(k, mx.array(v).astype(dtype if not k.startswith("resnet.seg_") else mx.float32)) for k, v in weights.items()],
-        strict=True,
-    )
-    return model
+    model.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=True)
+    return precision.apply(model, "embedding", precision.policy(dtype))
 
 
 @pytest.fixture(scope="module")
@@ -220,17 +218,17 @@ def test_folded_batchnorm(torch_model, audio, masks, reference) -> None:
     _check_embeddings(result, reference, masks, targets.EMBEDDING_COSINE_F32, "folded")
 
 
-@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["float16", "bfloat16"])
-def test_half_precision_trunk(torch_model, audio, masks, reference, dtype) -> None:
-    """Half-precision trunk (fbank, pooling, seg_1 in float32) on the first chunk only: MLX's CPU
-    half-precision convolutions are slower than float32."""
+@pytest.mark.parametrize("dtype", precision.REDUCED)
+def test_half_precision_policy(torch_model, audio, masks, reference, dtype) -> None:
+    """The default policy (mlx_diar.precision) on the first chunk only: MLX's CPU half-precision
+    convolutions are slower than float32."""
     model = _mlx_model(torch_model, dtype=dtype)
-    assert model.resnet.layer4[0].conv1.weight.dtype == dtype and model.resnet.seg_1.weight.dtype == mx.float32
+    assert model.resnet.layer4[0].conv1.weight.dtype == precision.DTYPES[dtype]
     result = _run_mlx(model, audio[:1], {k: m[:1] for k, m in masks.items()})
     first = {k: reference[k][:1] for k in ("embeddings", "unweighted")}
     layer4 = _rel_l2(result["layers"]["resnet.layer4"], reference["layers"]["resnet.layer4"][:1])
     print(f"{dtype} layer4 rel L2 {layer4:.2e}, mlx seconds per chunk {result['seconds_per_chunk']:.2f}")
-    _check_embeddings(result, first, masks, targets.EMBEDDING_COSINE_HALF, str(dtype))
+    _check_embeddings(result, first, masks, targets.precision_target(dtype).cosine, dtype)
 
 
 def test_split_path_equals_one_call(mlx_float32, audio, masks) -> None:

@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from math import comb
-from typing import Any
+from typing import Any, Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -22,7 +22,7 @@ from pyannote.core import SlidingWindow
 
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.sincnet import SincNet, sinc_filters
-from mlx_diar.models._util import linear_dtype
+from mlx_diar.precision import compute_dtypes
 
 # pyannote's PyanNet.SINCNET_DEFAULTS / LSTM_DEFAULTS / LINEAR_DEFAULTS, used where a
 # checkpoint's hyper_parameters leave a key out (as pyannote's merge_dict does).
@@ -209,6 +209,11 @@ class PyanNet(nn.Module):
         sizes = [config.lstm_output_size] + [config.linear_hidden_size] * config.linear_num_layers
         self.linear = [nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:])]
         self.classifier = nn.Linear(sizes[-1], config.num_classes)
+        self.compute = compute_dtypes("segmentation")
+
+    def set_compute_dtypes(self, compute: Mapping[str, mx.Dtype]) -> None:
+        """Compute dtype per precision block (`mlx_diar.precision`); parameters must already be cast."""
+        self.compute = compute
 
     def activation(self, scores: mx.array) -> mx.array:
         """log-softmax (mono-label, incl. powerset) or sigmoid (binary / multi-label)."""
@@ -219,31 +224,33 @@ class PyanNet(nn.Module):
     def __call__(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
         """(batch, samples) or (batch, 1, samples) mono waveforms -> (batch, frames, num_classes).
 
-        Each block computes in the dtype of its parameters (SincNet may stay float32 while
-        the rest runs in half precision). When ``capture`` is a dict, it receives
+        Each precision block (sincnet, lstm, linear, classifier, activation) computes in
+        its dtype of ``self.compute`` (`mlx_diar.precision`). When ``capture`` is a dict, it receives
         the outputs of every pyannote sub-module under its module path, in torch layout:
         ``sincnet.*`` (B,C,T), ``lstm.k`` and ``lstm`` (B,T,F), ``linear.k`` (pre-activation),
         ``classifier`` (logits), ``activation``.
         """
         if waveforms.ndim == 3:
             waveforms = waveforms.squeeze(1)
-        x = waveforms.astype(self.sincnet.conv1d[0].weight.dtype)[..., None]
-        x = self.sincnet(x, capture).astype(linear_dtype(self.classifier))
+        dtypes = self.compute
+        x = waveforms.astype(dtypes["sincnet"])[..., None]
+        x = self.sincnet(x, capture).astype(dtypes["lstm"])
         for k, layer in enumerate(self.lstm):
             x = layer(x)
             if capture is not None:
                 capture[f"lstm.{k}"] = x
         if capture is not None:
             capture["lstm"] = x
+        x = x.astype(dtypes["linear"])
         for k, linear in enumerate(self.linear):
             x = linear(x)
             if capture is not None:
                 capture[f"linear.{k}"] = x
             x = nn.leaky_relu(x, negative_slope=0.01)
-        x = self.classifier(x)
+        x = self.classifier(x.astype(dtypes["classifier"]))
         if capture is not None:
             capture["classifier"] = x
-        x = self.activation(x)
+        x = self.activation(x.astype(dtypes["activation"]))
         if capture is not None:
             capture["activation"] = x
         return x

@@ -9,7 +9,8 @@ MLX is channels-last: pyannote's conv maps are (batch, channels, freq, time), he
 (batch, freq, time, channels); Conv2d weights are (out, kh, kw, in). Captured
 activations are converted back to pyannote's layout.
 
-Precision: the trunk runs in its weights' dtype; fbank, pooling statistics and the
+Precision: each block (fbank, stem, layer1-4, pool, embedding; `mlx_diar.precision`) computes
+in its dtype of ``compute``; the fbank itself is float32 (no half-precision FFT) and the
 returned embeddings are float32.
 """
 
@@ -19,7 +20,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -28,7 +29,7 @@ from mlx.utils import tree_flatten
 
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, window_properties
-from mlx_diar.models._util import linear_dtype
+from mlx_diar.precision import compute_dtypes
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
 
@@ -162,14 +163,14 @@ def nearest_indices(num_weights: int, num_frames: int) -> np.ndarray:
     return np.minimum(src, num_weights - 1).astype(np.int32)
 
 
-def stats_pool(sequences: mx.array, weights: mx.array | None = None) -> mx.array:
-    """pyannote StatsPool: (batch, frames, features) -> (batch, [speakers,] 2 * features), float32.
+def stats_pool(sequences: mx.array, weights: mx.array | None = None, dtype: mx.Dtype = mx.float32) -> mx.array:
+    """pyannote StatsPool: (batch, frames, features) -> (batch, [speakers,] 2 * features), in `dtype`.
 
     Without weights: mean and unbiased std over frames. With (batch, [speakers,] num_weights)
     weights, resized to ``frames`` by nearest neighbour as pyannote does, per speaker:
     weighted mean and std with pyannote's ``v1 - v2 / v1`` correction and 1e-8 guards.
     """
-    sequences = sequences.astype(mx.float32)
+    sequences = sequences.astype(dtype)
     if weights is None:
         mean = mx.mean(sequences, axis=1)
         std = mx.sqrt(mx.var(sequences, axis=1, ddof=1))
@@ -180,7 +181,7 @@ def stats_pool(sequences: mx.array, weights: mx.array | None = None) -> mx.array
     num_frames = sequences.shape[1]
     if w.shape[-1] != num_frames:
         w = w[..., mx.array(nearest_indices(w.shape[-1], num_frames))]
-    w = w.astype(mx.float32)
+    w = w.astype(dtype)
 
     v1 = mx.sum(w, axis=-1, keepdims=True) + 1e-8  # (batch, speakers, 1)
     mean = mx.matmul(w, sequences) / v1  # (batch, speakers, features)
@@ -194,11 +195,11 @@ def stats_pool(sequences: mx.array, weights: mx.array | None = None) -> mx.array
 class TSTP(nn.Module):
     """wespeaker TSTP: flatten (channels, freq) per frame, then `stats_pool` over time."""
 
-    def __call__(self, frames: mx.array, weights: mx.array | None = None) -> mx.array:
-        """(batch, freq, time, channels) -> (batch, [speakers,] 2 * channels * freq)."""
+    def __call__(self, frames: mx.array, weights: mx.array | None = None, dtype: mx.Dtype = mx.float32) -> mx.array:
+        """(batch, freq, time, channels) -> (batch, [speakers,] 2 * channels * freq), in `dtype`."""
         b, f, t, c = frames.shape
         # pyannote: (B, C, F, T) -> (B, C*F, T); here (B, T, C*F) in the same feature order
-        return stats_pool(frames.transpose(0, 2, 3, 1).reshape(b, t, c * f), weights)
+        return stats_pool(frames.transpose(0, 2, 3, 1).reshape(b, t, c * f), weights, dtype)
 
 
 class ResNet(nn.Module):
@@ -225,10 +226,11 @@ class ResNet(nn.Module):
         if config.two_emb_layer:
             self.seg_bn_1 = BatchNorm(config.embed_dim, affine=False)
             self.seg_2 = nn.Linear(config.embed_dim, config.embed_dim)
+        self.compute = compute_dtypes("embedding")
 
     def forward_frames(self, fbank: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
         """(batch, frames, mel) fbank -> (batch, freq', time', channels) trunk output."""
-        x = fbank.astype(self.conv1.weight.dtype)[..., None]  # (B, T, F, 1)
+        x = fbank.astype(self.compute["stem"])[..., None]  # (B, T, F, 1)
         x = x.transpose(0, 2, 1, 3)  # (B, F, T, 1): pyannote's (B, 1, F, T)
         x = self.conv1(x)
         if capture is not None and not self.folded_bn:
@@ -238,6 +240,7 @@ class ResNet(nn.Module):
             capture["resnet.bn1"] = _torch_layout(x)
         x = nn.relu(x)
         for i in range(1, 5):
+            x = x.astype(self.compute[f"layer{i}"])
             for j, block in enumerate(getattr(self, f"layer{i}")):
                 x = block(x)
                 if capture is not None:
@@ -253,10 +256,10 @@ class ResNet(nn.Module):
         capture: dict[str, mx.array] | None = None,
     ) -> mx.array:
         """Trunk output (batch, freq', time', channels) -> (batch, [speakers,] embed_dim) float32."""
-        stats = self.pool(frames, weights)
+        stats = self.pool(frames, weights, self.compute["pool"])
         if capture is not None:
             capture["resnet.pool"] = stats
-        embedding = self.seg_1(stats.astype(linear_dtype(self.seg_1)))
+        embedding = self.seg_1(stats.astype(self.compute["embedding"]))
         if capture is not None:
             capture["resnet.seg_1"] = embedding
         if self.two_emb_layer:
@@ -281,6 +284,10 @@ class WeSpeakerResNet34(nn.Module):
         self.config = config or WeSpeakerConfig()
         self.resnet = ResNet(self.config)
 
+    def set_compute_dtypes(self, compute: Mapping[str, mx.Dtype]) -> None:
+        """Compute dtype per precision block (`mlx_diar.precision`); parameters must already be cast."""
+        self.resnet.compute = compute
+
     @property
     def min_num_samples(self) -> int:
         """Shortest input that yields an embedding (what pyannote's ``min_num_samples`` search finds)."""
@@ -295,7 +302,7 @@ class WeSpeakerResNet34(nn.Module):
 
     def forward_frames(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
         """Fbank + trunk, once per chunk: (batch, samples) -> (batch, freq', time', channels)."""
-        fbank = self.compute_fbank(waveforms)
+        fbank = self.compute_fbank(waveforms).astype(self.resnet.compute["fbank"])
         if capture is not None:
             capture["fbank"] = fbank
         return self.resnet.forward_frames(fbank, capture)

@@ -25,3 +25,6 @@ VBX_ATOL = 1e-9
 # reference is below this is a tie that float32 cannot decide. Argmax agreement is required on
 # every other frame, and whole-file log-prob errors must stay below this float32 noise floor.
 SEGMENTATION_TIE_MARGIN = 1e-3
+
+# opt-in fast mode (`embedding_mode="shared"`): DER against exact mode on the same file
+PIPELINE_DER_SHARED = 0.005  # 0.5 point

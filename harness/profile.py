@@ -156,12 +156,14 @@ def openblas_threads() -> int | None:
 
 
 def header(threads: int, batch: int, rounds: int) -> str:
+    """Machine, BLAS, thread counts and batch of this profile."""
     import platform
 
     import mlx.core as mx
     import torch
 
     from mlx_diar._blas import active_blas
+    from mlx_diar.models.kernels import recurrence_backend
 
     return "\n".join([
         f"machine: {platform.machine()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} "
@@ -169,7 +171,8 @@ def header(threads: int, batch: int, rounds: int) -> str:
         f"MLX {mx.__version__}, BLAS: {active_blas()}, OpenBLAS threads: {openblas_threads()}",
         f"torch {torch.__version__}, intra-op threads: {torch.get_num_threads()} (requested {threads}), "
         f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'other'}",
-        f"batch: {batch} x 10 s chunks of the bundled sample, best of {rounds} rounds, float32",
+        f"batch: {batch} x 10 s chunks of the bundled sample, best of {rounds} rounds, float32; "
+        f"LSTM recurrence: {recurrence_backend(mx.float32)}",
     ])
 
 
@@ -217,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch intra-op threads (default: all cores, as MLX/OpenBLAS use)")
     parser.add_argument("--models", choices=("segmentation", "embedding", "both"), default="both")
+    parser.add_argument("--recurrence", choices=("auto", "mlx", "numpy"), default="auto",
+                        help="where the LSTM recurrence runs (mlx_diar.models.kernels.RECURRENCE_BACKEND)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
+    from mlx_diar.models import kernels
+
+    kernels.RECURRENCE_BACKEND = args.recurrence
     report = run(args.batch, args.rounds, args.threads, args.models)
     print(report)
     if args.out is not None:

@@ -39,6 +39,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "embedding_batch_size": 32,
     "embedding_mode": "exact",
 }
+TRUNK_CHUNKS = 4  # 10 s chunks per embedding-trunk batch (MLX conv2d holds a 9x copy of its input)
 EMBEDDING_MODES = ("exact", "shared")  # "shared": trunk once per block of chunks (fast, not exact)
 DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
     "segmentation": {"min_duration_off": 0.0},
@@ -263,8 +264,10 @@ class SpeakerDiarizationPipeline:
             self.shared_embeddings(waveform, binarized.sliding_window, masks, active, embeddings, progress)
             return embeddings
         model = self.models.embedding
-        # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks
-        chunks_per_batch = max(1, int(self.params["embedding_batch_size"]) // max(1, masks.shape[1]))
+        # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks, at
+        # most TRUNK_CHUNKS: the trunk's transient memory grows with the chunks in a batch
+        pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
+        chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS))
         with mx.stream(self.device):
             for start in range(0, len(active), chunks_per_batch):
                 batch = active[start:start + chunks_per_batch]
@@ -278,7 +281,7 @@ class SpeakerDiarizationPipeline:
     def shared_embeddings(self, waveform: np.ndarray, chunks: SlidingWindow, masks: np.ndarray,
                           active: np.ndarray, out: np.ndarray,
                           progress: Callable[[int, int], None] | None = None,
-                          block_chunks: int = 32, margin: float = 2.0) -> None:
+                          block_chunks: int = 24, margin: float = 2.0) -> None:
         """Fast, approximate embeddings: fbank and trunk once per block of ``block_chunks`` chunks.
 
         Each block's audio (plus ``margin`` seconds of context where the recording has it) goes

@@ -49,3 +49,17 @@ def test_auto_backend_is_numpy_only_for_float32_on_cpu(monkeypatch) -> None:
     with mx.stream(mx.cpu):
         assert kernels.recurrence_backend(mx.float32) == "numpy"
         assert kernels.recurrence_backend(mx.float16) == "mlx"
+
+
+@pytest.mark.parametrize("channels", [32, 64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv2d_row_gemm_matches_mlx_conv2d(channels: int, bias: bool) -> None:
+    import mlx.nn as nn
+
+    mx.random.seed(0)
+    layer = nn.Conv2d(channels, 48, 3, padding=1, bias=bias)
+    x = mx.random.normal((2, 9, 13, channels))
+    expected = np.array(layer(x))
+    ours = np.array(kernels.conv2d(layer, x))
+    assert ours.shape == expected.shape
+    assert rel_l2(ours, expected) <= 1e-6

@@ -47,7 +47,11 @@ def test_silent_chunks_skip_the_trunk_with_the_same_embeddings(mlx_pipeline, sam
     masks = mlx_pipeline.embedding_masks(binarized, True)
     audio = mlx_pipeline.chunk_waveforms(waveform, binarized.sliding_window, range(data.shape[0]))
     expected = np.array(model(mx.array(audio), mx.array(masks)))
-    np.testing.assert_array_equal(embeddings, expected)
+    np.testing.assert_array_equal(embeddings[1], expected[1])
+    # the other chunks ran in a smaller batch: MLX's GEMM blocking may round differently
+    for c in (0, 2):
+        error = np.linalg.norm(embeddings[c] - expected[c]) / np.linalg.norm(expected[c])
+        assert error <= targets.LAYER_REL_L2_F32
 
 
 def test_shared_embedding_mode_costs_little_der(mlx_pipeline, sample) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from mlx_diar.models.fbank import compute_fbank, num_frames, window_properties
+from mlx_diar.models.kernels import conv2d
 from mlx_diar.models._util import linear_dtype
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
@@ -157,8 +158,8 @@ class BasicBlock(nn.Module):
             self.shortcut = [conv] if folded else [conv, bn]
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = nn.relu(self.bn1(conv2d(self.conv1, x)))
+        out = self.bn2(conv2d(self.conv2, out))
         shortcut = x
         for layer in self.shortcut:
             shortcut = layer(shortcut)

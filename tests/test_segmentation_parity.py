@@ -254,9 +254,14 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
     assert all(error <= targets.LAYER_REL_L2_F32 for error in errors.values()), errors
 
 
+@pytest.mark.parametrize("backend", ["numpy", "mlx"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_lstm_layer_matches_torch(bidirectional: bool) -> None:
-    """One (bi)LSTM layer with random weights against torch.nn.LSTM (covers lstm_bidirectional=False)."""
+def test_lstm_layer_matches_torch(bidirectional: bool, backend: str, monkeypatch) -> None:
+    """One (bi)LSTM layer with random weights against torch.nn.LSTM (covers lstm_bidirectional=False),
+    with the recurrence on each backend of mlx_diar.models.kernels."""
+    from mlx_diar.models import kernels
+
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", backend)
     torch.manual_seed(0)
     reference = torch.nn.LSTM(12, 8, bidirectional=bidirectional, batch_first=True)
     params = {k: v.detach().numpy() for k, v in reference.state_dict().items()}

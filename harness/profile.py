@@ -47,6 +47,7 @@ class _MLXMarks(dict):
 
         mx.eval(value)
         self.marks.append((name, time.perf_counter()))
+        super().__setitem__(name, value)  # the models read some captures back
 
 
 def _durations(marks: list[tuple[str, float]], keep: set[str]) -> tuple[dict[str, float], dict[str, list[str]]]:

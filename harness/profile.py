@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+import mlx_diar  # noqa: F401  (first: loads OpenBLAS before anything imports mlx)
+
 
 @dataclass
 class Profile:

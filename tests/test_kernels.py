@@ -16,11 +16,14 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
 
 
-def test_auto_backend_is_numpy_only_for_float32_on_cpu(monkeypatch) -> None:
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "auto")
+def test_numpy_recurrence_only_for_float32_on_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "numpy")
     with mx.stream(mx.cpu):
         assert kernels.recurrence_backend(mx.float32) == "numpy"
         assert kernels.recurrence_backend(mx.float16) == "mlx"
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "mlx")
+    with mx.stream(mx.cpu):
+        assert kernels.recurrence_backend(mx.float32) == "mlx"
 
 
 @pytest.mark.parametrize("channels", [32, 64])

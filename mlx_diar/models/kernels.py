@@ -9,9 +9,9 @@ sigmoid/tanh element by element at ~0.03-0.09 G elements/s (a multiply: ~1.5-3.5
 makes each LSTM step's gate nonlinearities ~80 % of its time; NumPy's vectorised tanh runs at
 ~1.4 G/s. ``RECURRENCE_BACKEND = "numpy"`` runs the recurrence in NumPy on the CPU in float32
 (one tanh over all four gates per step, sigmoid(x) = 0.5 tanh(x / 2) + 0.5): ~6x faster per
-step, each layer within 3e-7 of torch, but on the whole 30 s sample its log-probabilities
-drifted 2.4e-3 from pyannote's (over the 1e-3 whole-file target), so the default ("mlx") stays
-the compiled MLX step until that is understood.
+step, each layer within 3e-7 of torch. It is opt-in: on the whole 30 s sample the pipeline's
+log-probabilities were 2.4e-3 from pyannote's with it and 3.1e-3 with the MLX step (whole-file
+target 1e-3), and that drift was not yet traced, so the default stays the compiled MLX step.
 """
 
 from __future__ import annotations

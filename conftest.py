@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 import mlx_diar  # noqa: F401  (first: loads OpenBLAS before anything imports mlx)
@@ -21,3 +25,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if benchmarks:
         config.hook.pytest_deselected(items=benchmarks)
         items[:] = [item for item in items if item not in benchmarks]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # benchmark runs save pytest-benchmark JSON under reports/ (compare two with `pytest-benchmark compare`)
+    if config.getoption("--benchmark") and getattr(config.option, "benchmark_json", "unset") is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        config.option.benchmark_json = Path(__file__).parent / "reports" / f"benchmark-{stamp}.json"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    module = sys.modules.get("tests.test_benchmarks")
+    rows = getattr(module, "RATIOS", None)
+    if config.getoption("--benchmark") and rows:
+        terminalreporter.write_sep("-", "MLX vs pyannote, same run (speed ratio = pyannote s / MLX s)")
+        terminalreporter.write_line(module.ratio_table(rows))
+        if config.option.benchmark_json:
+            terminalreporter.write_line(f"pytest-benchmark JSON: {config.option.benchmark_json}")

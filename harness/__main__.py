@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
+"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | profile [...] | memory [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
@@ -27,10 +27,20 @@ def main(argv: list[str] | None = None) -> int:
         from reference.__main__ import main as reference
 
         return reference(argv[1:], default_checkpoint=_fixture_checkpoint, prog="python -m harness reference")
+    if argv and argv[0] == "profile":
+        from harness.profile import main as profile
+
+        return profile(argv[1:])
+    if argv and argv[0] == "memory":
+        from harness.memory import main as memory
+
+        return memory(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
     sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
+    sub.add_parser("profile", help="per-layer timing of both models, MLX vs torch (see profile -h)")
+    sub.add_parser("memory", help="peak RSS of the MLX pipeline on 10/30/60 minutes (see memory -h)")
     sub.add_parser("reference", help="`python -m reference` with the offline fixture pipeline as default checkpoint")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")
     p = sub.add_parser("plda", help="measure the fixture pipeline's speaker discrimination and DER "

@@ -1,4 +1,4 @@
-"""Peak resident memory of a block of code, sampled from /proc (Linux) or getrusage (elsewhere)."""
+"""Peak resident memory: of a block of code (`PeakRSS`), and of the MLX pipeline alone on long files (`memory_curve`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import resource
 import sys
 import threading
 import time
+from pathlib import Path
+
+import numpy as np
 
 
 def _rss_mb() -> float:
@@ -47,3 +50,99 @@ class PeakRSS:
         else:
             scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
             self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+# ------------------------------------------------------------------------------------------ curve
+def long_conversation(minutes: float, seed: int = 0) -> np.ndarray:
+    """`minutes` of synthetic conversation, generated cheaply: one minute of three held-out voices
+    (`harness.synth.make_conversation`) tiled, each tile with its own gain (+-3 dB)."""
+    from harness.synth import TEST_VOICES, make_conversation
+
+    base, _ = make_conversation(TEST_VOICES[:3], seed=seed, duration=60.0)
+    rng = np.random.default_rng(seed)
+    num_samples = round(minutes * 60 * 16000)
+    tiles = -(-num_samples // base.shape[0])
+    gains = (10 ** (rng.uniform(-3, 3, tiles) / 20)).astype(np.float32)
+    out = np.empty(tiles * base.shape[0], np.float32)
+    for k, gain in enumerate(gains):
+        np.multiply(base, gain, out=out[k * base.shape[0]:(k + 1) * base.shape[0]])
+    return out[:num_samples]
+
+
+def _child(model: str, audio: str, embedding_mode: str) -> None:
+    """Run in a fresh process: the MLX pipeline on `audio`, then print its peak RSS as JSON."""
+    import json
+
+    import mlx_diar  # noqa: F401  (BLAS before mlx)
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipeline = SpeakerDiarizationPipeline(model_path=model, params={"embedding_mode": embedding_mode})
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    output = pipeline(audio)
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "imports_mb": baseline, "loaded_mb": loaded, "seconds": time.perf_counter() - start,
+                      "speakers": len(output.speaker_diarization.labels()), "timings": output.timings}))
+
+
+def mlx_peak_rss(model: Path, audio: Path, embedding_mode: str = "exact") -> dict:
+    """Peak resident memory (MB, getrusage) of the MLX pipeline alone on `audio`, in a subprocess."""
+    import json
+    import subprocess
+
+    code = f"from harness.memory import _child; _child({str(model)!r}, {str(audio)!r}, {embedding_mode!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"MLX pipeline failed on {audio}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory_curve(minutes: list[float], embedding_mode: str = "exact", workdir: Path | None = None) -> list[dict]:
+    """Peak RSS of the MLX side, float32, on `minutes` of synthetic conversation each."""
+    import tempfile
+
+    import soundfile as sf
+
+    from harness.compare import Variant, converted_model, source_fingerprint
+    from harness.fixtures import fixture_dir
+
+    root = fixture_dir()
+    model = converted_model(root, source_fingerprint(root), Variant("float32"))
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for m in minutes:
+            wav = Path(tmp) / f"synth-{m:g}min.wav"
+            sf.write(wav, long_conversation(m), 16000, subtype="FLOAT")
+            rows.append({"minutes": m, "embedding_mode": embedding_mode, **mlx_peak_rss(model, wav, embedding_mode)})
+            wav.unlink()
+    return rows
+
+
+def curve_table(rows: list[dict]) -> str:
+    """Markdown: minutes, peak MB, growth over the shortest file."""
+    lines = ["| minutes | mode | peak RSS MB | after model load MB | growth vs first | MLX seconds |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for row in rows:
+        growth = row["peak_mb"] / rows[0]["peak_mb"] - 1
+        lines.append(f"| {row['minutes']:g} | {row['embedding_mode']} | {row['peak_mb']:.0f} | "
+                     f"{row['loaded_mb']:.0f} | {growth:+.1%} | {row['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The peak-RSS curve of the MLX pipeline alone (float32) on synthetic conversations of several lengths."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness memory", description=main.__doc__)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
+    parser.add_argument("--embedding-mode", choices=("exact", "shared"), default="exact")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    table = curve_table(memory_curve(args.minutes, args.embedding_mode))
+    print(table)
+    if args.out is not None:
+        from mlx_diar.fsutil import atomic_write
+
+        atomic_write(args.out, table + "\n")
+    return 0

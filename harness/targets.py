@@ -65,6 +65,9 @@ VBX_ATOL = 1e-9
 # every other frame, and whole-file log-prob errors must stay below this float32 noise floor.
 SEGMENTATION_TIE_MARGIN = 1e-3
 
+# opt-in fast mode (`embedding_mode="shared"`): DER against exact mode on the same file; the chunks' shared
+# trunk frames differ from per-chunk ones only near block edges and in the per-chunk mean normalisation
+PIPELINE_DER_SHARED = 0.005  # 0.5 point
 
 def segmentation_f32_bound(pyannote_f32_error: float) -> float:
     """Largest allowed max-abs error of MLX's float32 segmentation output against pyannote's float64 one,

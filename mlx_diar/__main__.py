@@ -77,7 +77,7 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     params: dict = {}
     hyper: dict = {}
     for flag, key in (("segmentation_batch_size", "segmentation_batch_size"),
-                      ("embedding_batch_size", "embedding_batch_size")):
+                      ("embedding_batch_size", "embedding_batch_size"), ("embedding_mode", "embedding_mode")):
         if getattr(args, flag) is not None:
             params[key] = getattr(args, flag)
     for flag, (group, key) in {"threshold": ("clustering", "threshold"), "fa": ("clustering", "Fa"),
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--min-duration-off", type=_number(0), default=None)
     d.add_argument("--segmentation-batch-size", type=_number(1, integer=True), default=None)
     d.add_argument("--embedding-batch-size", type=_number(1, integer=True), default=None)
+    d.add_argument("--embedding-mode", choices=("exact", "shared"), default=None,
+                   help="exact (default): pyannote's output; shared: embedding trunk once per block of "
+                        "chunks, several times faster, not exact (see the harness for its DER cost)")
     d.add_argument("--param", action="append", default=[], metavar="GROUP.NAME=VALUE",
                    help="any pipeline hyper-parameter, e.g. clustering.threshold=0.5")
     d.add_argument("--print-params", action="store_true", help="print the parameters in use to stderr")

@@ -6,31 +6,45 @@ are computed exactly as pyannote computes them.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 
 
-def sliding_chunks(waveform: np.ndarray, window_size: int, step_size: int) -> tuple[np.ndarray, bool]:
-    """(num_samples,) -> ((num_chunks, window_size), has_last_chunk) as `Inference.slide` cuts them.
+def num_chunks(num_samples: int, window_size: int, step_size: int) -> tuple[int, bool]:
+    """(number of chunks, whether the last one is a zero-padded partial chunk) as `Inference.slide` cuts them.
 
     Full windows every `step_size` samples, then, when the windows do not end exactly at
     the end of the audio (or the audio is shorter than a window), one last chunk starting
     after the last full window, zero-padded to `window_size`.
     """
-    num_samples = waveform.shape[0]
-    if num_samples >= window_size:
-        num_chunks = (num_samples - window_size) // step_size + 1
-        index = np.arange(window_size)[None, :] + step_size * np.arange(num_chunks)[:, None]
-        chunks = waveform[index]
-    else:
-        num_chunks = 0
-        chunks = np.zeros((0, window_size), dtype=waveform.dtype)
+    full = (num_samples - window_size) // step_size + 1 if num_samples >= window_size else 0
     has_last_chunk = num_samples < window_size or (num_samples - window_size) % step_size > 0
-    if has_last_chunk:
-        last = waveform[num_chunks * step_size:]
-        last = np.pad(last, (0, window_size - last.shape[0]))
-        chunks = np.concatenate([chunks, last[None]], axis=0)
-    return chunks, has_last_chunk
+    return full + int(has_last_chunk), has_last_chunk
+
+
+def chunk_batches(waveform: np.ndarray, window_size: int, step_size: int,
+                  batch_size: int) -> Iterator[np.ndarray]:
+    """(num_samples,) -> successive (<= batch_size, window_size) batches of the chunks of `num_chunks`.
+
+    The chunks are strided views of `waveform`; only one batch at a time is copied, so memory
+    does not grow with the overlap of the windows (a 10 s window every 1 s would otherwise
+    copy the audio ten times).
+    """
+    num_samples = waveform.shape[0]
+    total, has_last_chunk = num_chunks(num_samples, window_size, step_size)
+    full = total - int(has_last_chunk)
+    windows = sliding_window_view(waveform, window_size)[::step_size] if full else waveform[:0, None]
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        batch = np.zeros((stop - start, window_size), dtype=waveform.dtype)
+        batch[: max(0, min(stop, full) - start)] = windows[start:stop]
+        if stop > full:  # the last, partial chunk
+            last = waveform[full * step_size:]
+            batch[-1, : last.shape[0]] = last
+        yield batch
 
 
 def trim(scores: SlidingWindowFeature, warm_up: tuple[float, float] = (0.1, 0.1)) -> SlidingWindowFeature:

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -25,7 +25,7 @@ from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 from mlx_diar.audio import SAMPLE_RATE, as_waveform
 from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
 from mlx_diar.errors import ModelDirError, OptionError
-from mlx_diar.inference import aggregate, sliding_chunks, trim
+from mlx_diar.inference import aggregate, chunk_batches, trim
 from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.parameters import Parameters
@@ -33,6 +33,8 @@ from mlx_diar.signal import binarize, to_annotation
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
+TRUNK_CHUNKS = 4  # 10 s chunks per embedding-trunk batch (MLX conv2d holds a 9x copy of its input)
+EMBEDDING_MODES = ("exact", "shared")  # "shared": trunk once per block of chunks (fast, not exact)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +46,13 @@ class PipelineParameters(Parameters):
     embedding_exclude_overlap: bool = True
     segmentation_batch_size: int = 32
     embedding_batch_size: int = 32
+    embedding_mode: str = "exact"  # "shared" (opt-in): trunk once per block of chunks, fast, not exact
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.require("clustering", self.clustering in CLUSTERING, f"expected one of {', '.join(CLUSTERING)}")
+        self.require("embedding_mode", self.embedding_mode in EMBEDDING_MODES,
+                     f"expected one of {', '.join(EMBEDDING_MODES)}")
         self.require("segmentation_step", 0 < self.segmentation_step <= 1, "expected a number in (0, 1]")
         for name in ("segmentation_batch_size", "embedding_batch_size"):
             self.require(name, getattr(self, name) >= 1, "expected an integer >= 1")
@@ -221,13 +226,12 @@ class SpeakerDiarizationPipeline:
         config = self.segmentation_config
         duration = config.duration
         step = self.params["segmentation_step"] * duration
-        chunks, _ = sliding_chunks(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE))
         batch_size = int(self.params["segmentation_batch_size"])
         model = self.models.segmentation
         outputs = []
         with mx.stream(self.device):
-            for start in range(0, chunks.shape[0], batch_size):
-                outputs.append(np.array(model(mx.array(chunks[start:start + batch_size])).astype(mx.float32)))
+            for batch in chunk_batches(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE), batch_size):
+                outputs.append(np.array(model(mx.array(batch)).astype(mx.float32)))
         data = np.concatenate(outputs, axis=0)
         return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=duration, step=step))
 
@@ -281,19 +285,30 @@ class SpeakerDiarizationPipeline:
         used = np.where(use_clean[:, None, :], clean, masks)
         return np.ascontiguousarray(used.transpose(0, 2, 1))
 
-    def chunk_waveforms(self, waveform: np.ndarray, chunks: SlidingWindow, num_chunks: int) -> np.ndarray:
-        """(num_chunks, samples) audio of each chunk, zero-padded past the end (`Audio.crop(mode="pad")`)."""
+    def chunk_waveforms(self, waveform: np.ndarray, chunks: SlidingWindow, indices: Sequence[int]) -> np.ndarray:
+        """(len(indices), samples) audio of those chunks, zero-padded past the end (`Audio.crop(mode="pad")`).
+
+        Called one batch at a time, so the overlapping chunks never all exist as copies.
+        """
         window = round(chunks.duration * SAMPLE_RATE)
-        out = np.zeros((num_chunks, window), dtype=np.float32)
+        out = np.zeros((len(indices), window), dtype=np.float32)
         num_samples = waveform.shape[0]
-        for c in range(num_chunks):
+        for row, c in enumerate(indices):
             segment = chunks[c]
             start = round(segment.start * SAMPLE_RATE)
             end = round(segment.end * SAMPLE_RATE)
             piece = waveform[max(start, 0):min(end, num_samples)]
             offset = max(0, -start)
-            out[c, offset:offset + piece.shape[0]] = piece
+            out[row, offset:offset + piece.shape[0]] = piece
         return out
+
+    def silent_embedding(self, num_speakers: int) -> np.ndarray:
+        """(num_speakers, dim) embedding of all-zero pooling weights: the model's output for a speaker
+        who is silent in a chunk (zero statistics through the embedding layers, whatever the audio)."""
+        model = self.models.embedding
+        with mx.stream(self.device):
+            frames = model.forward_frames(mx.zeros((1, model.min_num_samples)))  # any finite frames
+            return np.array(model.forward_embedding(frames, mx.zeros((1, num_speakers, 1))))[0]
 
     def get_embeddings(self, waveform: np.ndarray, binarized: SlidingWindowFeature,
                        exclude_overlap: bool | None = None,
@@ -302,26 +317,76 @@ class SpeakerDiarizationPipeline:
 
         Same inputs as pyannote's `get_embeddings` (chunk audio, per-speaker masks), but the
         ResNet trunk runs once per chunk and statistics pooling once per speaker: pyannote
-        runs the whole network for each (chunk, speaker) pair on identical audio.
+        runs the whole network for each (chunk, speaker) pair on identical audio. Chunks where
+        no speaker is active skip the trunk: all their masks are zero, so their embeddings are
+        `silent_embedding`, which is what pyannote computes for them. With the
+        ``embedding_mode`` parameter "shared" (opt-in, not exact), the trunk runs once over
+        long blocks of the recording instead (`shared_embeddings`).
         """
         if exclude_overlap is None:
             exclude_overlap = bool(self.params["embedding_exclude_overlap"])
+        mode = self.options.embedding_mode
         num_chunks = binarized.data.shape[0]
         masks = self.embedding_masks(binarized, exclude_overlap)
-        audio = self.chunk_waveforms(waveform, binarized.sliding_window, num_chunks)
+        embeddings = np.empty((num_chunks, masks.shape[1], self.models.embedding.config.embed_dim), np.float32)
+        embeddings[:] = self.silent_embedding(masks.shape[1])
+        active = np.flatnonzero(masks.any(axis=(1, 2)))
+        if mode == "shared":
+            self.shared_embeddings(waveform, binarized.sliding_window, masks, active, embeddings, progress)
+            return embeddings
         model = self.models.embedding
-        # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks
-        chunks_per_batch = max(1, int(self.params["embedding_batch_size"]) // max(1, masks.shape[1]))
-        outputs = []
+        # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks, at
+        # most TRUNK_CHUNKS: the trunk's transient memory grows with the chunks in a batch
+        pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
+        chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS))
         with mx.stream(self.device):
-            for start in range(0, num_chunks, chunks_per_batch):
-                stop = min(start + chunks_per_batch, num_chunks)
-                frames = model.forward_frames(mx.array(audio[start:stop]))
-                embeddings = model.forward_embedding(frames, mx.array(masks[start:stop]))
-                outputs.append(np.array(embeddings.astype(mx.float32)))
+            for start in range(0, len(active), chunks_per_batch):
+                batch = active[start:start + chunks_per_batch]
+                audio = self.chunk_waveforms(waveform, binarized.sliding_window, batch)
+                frames = model.forward_frames(mx.array(audio))
+                embeddings[batch] = np.array(model.forward_embedding(frames, mx.array(masks[batch])))
                 if progress is not None:
-                    progress(stop, num_chunks)
-        return np.concatenate(outputs, axis=0)
+                    progress(start + len(batch), len(active))
+        return embeddings
+
+    def shared_embeddings(self, waveform: np.ndarray, chunks: SlidingWindow, masks: np.ndarray,
+                          active: np.ndarray, out: np.ndarray,
+                          progress: Callable[[int, int], None] | None = None,
+                          block_chunks: int = 24, margin: float = 2.0) -> None:
+        """Fast, approximate embeddings: fbank and trunk once per block of ``block_chunks`` chunks.
+
+        Each block's audio (plus ``margin`` seconds of context where the recording has it) goes
+        through fbank, with a running mean over one chunk duration in place of the per-chunk mean,
+        and through the trunk once; each (chunk, speaker) is then pooled from the chunk's trunk
+        frames (nearest frame to the chunk start). Fills ``out[active]``. Not exact: chunk edges
+        see real context instead of zero padding, and the mean normalisation is a running one.
+        """
+        model = self.models.embedding
+        window, step = round(chunks.duration * SAMPLE_RATE), round(chunks.step * SAMPLE_RATE)
+        hop = round(model.config.frame_shift * model.config.sample_rate / 1000)
+        chunk_frames = model.num_frames(window)
+        context = round(margin * SAMPLE_RATE) // hop * hop
+        num_samples = waveform.shape[0]
+        done = 0
+        with mx.stream(self.device):
+            for first in range(0, int(active[-1]) + 1 if len(active) else 0, block_chunks):
+                batch = active[(active >= first) & (active < first + block_chunks)]
+                if not len(batch):
+                    continue
+                start = max(0, int(batch[0]) * step - context)
+                stop = int(batch[-1]) * step + window
+                stop = max(stop, min(stop + context, num_samples))
+                audio = np.zeros(stop - start, np.float32)
+                piece = waveform[start:min(stop, num_samples)]
+                audio[: piece.shape[0]] = piece
+                frames = model.forward_frames(mx.array(audio[None]), centering_span=chunks.duration)[0]
+                offsets = np.rint((batch * step - start) / hop / model.time_stride).astype(np.int32)
+                index = np.minimum(offsets[:, None] + np.arange(chunk_frames), frames.shape[1] - 1)
+                selected = frames[:, mx.array(index)].transpose(1, 0, 2, 3)  # (chunks, freq', time', ch)
+                out[batch] = np.array(model.forward_embedding(selected, mx.array(masks[batch])))
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(active))
 
     def clustering(self) -> BaseClustering:
         """The clustering stage configured by the pipeline parameters (as pyannote builds it)."""

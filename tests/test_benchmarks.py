@@ -58,3 +58,62 @@ def test_mlx_model_batch(benchmark, reference_pipeline, mlx_pipeline, sample, mo
         pyannote = _best_of(lambda: torch_model(x_torch))
     benchmark.pedantic(lambda: mx.eval(mlx_model(x_mlx)), rounds=3, warmup_rounds=1)
     benchmark.extra_info.update(pyannote_s=pyannote, speed_ratio=pyannote / benchmark.stats.stats.min)
+
+
+# ------------------------------------------------------------------------------- pipeline ratio table
+RATIOS: list[dict] = []  # one row per (clip, variant, stage); printed by conftest.pytest_terminal_summary
+BENCH_CLIPS = {"sample-30s": None, "synth-10min": 10.0}  # minutes of harness.memory.long_conversation
+STAGES = ("segmentation", "embeddings", "clustering", "total")
+
+
+@pytest.fixture(scope="module", params=list(BENCH_CLIPS))
+def bench_clip(request, sample) -> tuple[str, np.ndarray]:
+    if BENCH_CLIPS[request.param] is None:
+        return request.param, sample[0]
+    from harness.memory import long_conversation
+
+    return request.param, long_conversation(BENCH_CLIPS[request.param])
+
+
+@pytest.fixture(scope="module")
+def pyannote_clip_run(bench_clip, reference_pipeline):
+    from reference.runner import run_reference
+
+    name, waveform = bench_clip
+    return run_reference(reference_pipeline, waveform, uri=name, record_layers=False)
+
+
+@pytest.mark.parametrize("mode", ["exact", "shared"])
+def test_pipeline_stage_ratios(benchmark, bench_clip, pyannote_clip_run, mlx_pipeline, mode: str) -> None:
+    """Whole pipeline, MLX (exact or shared embedding mode) vs pyannote on the same clip, same run."""
+    import torch
+
+    from harness.metrics import score, uem_for
+
+    name, waveform = bench_clip
+    previous = mlx_pipeline.params["embedding_mode"]
+    mlx_pipeline.params["embedding_mode"] = mode
+    try:
+        rounds = 2 if BENCH_CLIPS[name] is None else 1
+        out = benchmark.pedantic(mlx_pipeline.apply, args=(waveform,), kwargs={"uri": name},
+                                 rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
+    finally:
+        mlx_pipeline.params["embedding_mode"] = previous
+    der = score(pyannote_clip_run.diarization, out.speaker_diarization, uem_for(len(waveform) / 16000))["der"]
+    reference = pyannote_clip_run.meta["timings"]
+    for stage in STAGES:
+        mine, theirs = out.timings.get(stage, float("nan")), reference.get(stage, float("nan"))
+        RATIOS.append({"clip": name, "variant": f"float32 {mode}", "stage": stage, "pyannote_s": theirs,
+                       "mlx_s": mine, "speed_ratio": theirs / mine if mine else float("nan"), "der": der,
+                       "threads": f"torch {torch.get_num_threads()}"})
+    benchmark.extra_info.update(der_vs_pyannote=der, stages={r["stage"]: r for r in RATIOS[-len(STAGES):]})
+    assert out.speaker_diarization is not None
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """Plain-text table of RATIOS (speed ratio = pyannote s / MLX s: > 1 means MLX is faster)."""
+    lines = [f"{'clip':<12} {'variant':<16} {'stage':<13} {'pyannote s':>10} {'MLX s':>8} {'ratio':>6} {'DER':>7}"]
+    for r in rows:
+        lines.append(f"{r['clip']:<12} {r['variant']:<16} {r['stage']:<13} {r['pyannote_s']:>10.2f} "
+                     f"{r['mlx_s']:>8.2f} {r['speed_ratio']:>5.2f}x {r['der']:>7.2%}")
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ import pytest
 from harness import targets
 from harness.metrics import score, uem_for
 from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.inference import sliding_chunks
+from mlx_diar.inference import chunk_batches
 from reference.layers import segmentation_float64
 from reference.runner import run_reference
 
@@ -68,7 +68,7 @@ def test_stages_agree(clip, reference_pipeline) -> None:
     assert scores.shape == ref_scores.shape
     # float32 rounding is measured against pyannote's segmentation of the same chunks in float64
     window = stages["segmentation_scores"].sliding_window
-    chunks, _ = sliding_chunks(waveform, round(window.duration * SAMPLE_RATE), round(window.step * SAMPLE_RATE))
+    chunks = np.concatenate(list(chunk_batches(waveform, round(window.duration * SAMPLE_RATE), round(window.step * SAMPLE_RATE), batch_size=1 << 20)))
     truth = segmentation_float64(reference_pipeline._segmentation.model, chunks)
     own, mine = float(np.abs(ref_scores - truth).max()), float(np.abs(scores - truth).max())
     print(f"\n{name}: segmentation against pyannote in float64: pyannote float32 {own:.2e}, MLX float32 {mine:.2e}")

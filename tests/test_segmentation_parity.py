@@ -27,7 +27,7 @@ from harness import targets
 from mlx_diar import precision
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.checkpoint import read_checkpoint
-from mlx_diar.inference import sliding_chunks
+from mlx_diar.inference import chunk_batches
 from mlx_diar.models import Powerset, PyanNet, PyanNetConfig
 from mlx_diar.models.pyannet import BiLSTMLayer
 from reference.layers import segmentation_float64, segmentation_layers
@@ -197,9 +197,14 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
     assert all(error <= targets.LAYER_REL_L2_F32 for error in errors.values()), errors
 
 
+@pytest.mark.parametrize("backend", ["numpy", "mlx"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_lstm_layer_matches_torch(bidirectional: bool) -> None:
-    """One (bi)LSTM layer with random weights against torch.nn.LSTM (covers lstm_bidirectional=False)."""
+def test_lstm_layer_matches_torch(bidirectional: bool, backend: str, monkeypatch) -> None:
+    """One (bi)LSTM layer with random weights against torch.nn.LSTM (covers lstm_bidirectional=False),
+    with the recurrence on each backend of mlx_diar.models.kernels."""
+    from mlx_diar.models import kernels
+
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", backend)
     torch.manual_seed(0)
     reference = torch.nn.LSTM(12, 8, bidirectional=bidirectional, batch_first=True)
     params = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
@@ -238,7 +243,7 @@ def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str
     config = pair.config
     wav, sr = sf.read(SPEAKRS / clip, dtype="float32")
     assert sr == SAMPLE_RATE
-    chunks, _ = sliding_chunks(wav, int(config.duration * SAMPLE_RATE), SAMPLE_RATE)  # 1 s step
+    chunks = np.concatenate(list(chunk_batches(wav, int(config.duration * SAMPLE_RATE), SAMPLE_RATE, batch_size=1 << 20)))  # 1 s step
     scores = pair.mlx_model()(mx.array(chunks))
     ours = Powerset(config.num_speakers, config.powerset_max_classes).to_multilabel(to_numpy(scores))
     target = np.load(SPEAKRS / expected)

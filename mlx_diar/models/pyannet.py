@@ -3,7 +3,8 @@
 SincNet > (Bi)LSTM > feed-forward > classifier > activation (log-softmax for
 powerset / mono-label, sigmoid for multi-label). MLX has no bidirectional or
 multi-layer LSTM: each layer here holds a forward and a time-reversed LSTM whose
-outputs are concatenated; both directions run in one recurrent loop.
+outputs are concatenated; both directions run in one recurrent loop
+(`kernels.lstm_recurrence`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
 from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.models.kernels import lstm_recurrence
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.precision import compute_dtypes
 
@@ -133,31 +135,11 @@ class PyanNetConfig:
         )
 
 
-@mx.compile
-def _lstm_step(xp: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
-    """One LSTM step for D stacked directions: xp (D,B,4H), h and c (D,B,H), wh_t (D,H,4H)."""
-    i, f, g, o = mx.split(mx.addmm(xp, h, wh_t), 4, axis=-1)  # torch's gate order i, f, g, o
-    c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
-    return mx.sigmoid(o) * mx.tanh(c), c
-
-
-def _recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
-    """Run D independent LSTMs from zero state: xp (D,B,T,4H) input projections -> (D,B,T,H)."""
-    num_dirs, batch, _, gates = xp.shape
-    h = mx.zeros((num_dirs, batch, gates // 4), dtype=xp.dtype)
-    c = h
-    steps = xp.transpose(2, 0, 1, 3)  # time-major: steps[t] is step t of every direction
-    hidden = []
-    for t in range(steps.shape[0]):
-        h, c = _lstm_step(steps[t], h, c, wh_t)
-        hidden.append(h)
-    return mx.stack(hidden, axis=2)
-
-
 class LSTM(nn.Module):
     """One-direction LSTM with mlx.nn.LSTM's parameters: Wx (4H,D), Wh (4H,H), bias (4H,).
 
-    The input projection of all time steps is one matmul; the recurrence is a compiled step.
+    The input projection of all time steps is one matmul; the recurrence is
+    `kernels.lstm_recurrence`. Activations are time-major (T,B,F) inside the LSTM stack.
     """
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -167,17 +149,17 @@ class LSTM(nn.Module):
         self.bias = mx.zeros((4 * hidden_size,))
 
     def input_projection(self, x: mx.array) -> mx.array:
-        """(B,T,D) -> (B,T,4H): x Wx^T + bias for every time step."""
+        """(..., D) -> (..., 4H): x Wx^T + bias for every time step."""
         return mx.addmm(self.bias, x, self.Wx.T)
 
     def __call__(self, x: mx.array) -> mx.array:
-        """(B,T,D) -> (B,T,H) hidden states, from zero initial state."""
-        return _recurrence(self.input_projection(x)[None], self.Wh.T[None])[0]
+        """Time-major (T,B,D) -> (T,B,H) hidden states, from zero initial state."""
+        return lstm_recurrence(self.input_projection(x)[:, None], self.Wh.T[None])[:, 0]
 
 
 class BiLSTMLayer(nn.Module):
-    """One layer of torch's nn.LSTM(batch_first=True): ``forward`` and, if bidirectional,
-    ``backward`` (run on the time-reversed input); outputs concatenated [forward, backward]."""
+    """One layer of torch's nn.LSTM: ``forward`` and, if bidirectional, ``backward`` (run on the
+    time-reversed input); outputs concatenated [forward, backward]."""
 
     def __init__(self, input_size: int, hidden_size: int, bidirectional: bool = True):
         super().__init__()
@@ -185,13 +167,17 @@ class BiLSTMLayer(nn.Module):
         if bidirectional:
             self.backward = LSTM(input_size, hidden_size)
 
-    def __call__(self, x: mx.array) -> mx.array:
-        """(B,T,D) -> (B,T,2H), or (B,T,H) when not bidirectional."""
+    def time_major(self, x: mx.array) -> mx.array:
+        """(T,B,D) -> (T,B,2H), or (T,B,H) when not bidirectional; both directions in one recurrence."""
         if "backward" not in self:
             return self.forward(x)
-        xp = mx.stack([self.forward.input_projection(x), self.backward.input_projection(x[:, ::-1])])
-        hidden = _recurrence(xp, mx.stack([self.forward.Wh.T, self.backward.Wh.T]))
-        return mx.concatenate([hidden[0], hidden[1][:, ::-1]], axis=-1)
+        xp = mx.stack([self.forward.input_projection(x), self.backward.input_projection(x[::-1])], axis=1)
+        hidden = lstm_recurrence(xp, mx.stack([self.forward.Wh.T, self.backward.Wh.T]))
+        return mx.concatenate([hidden[:, 0], hidden[::-1, 1]], axis=-1)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """Batch-first (B,T,D) -> (B,T,2H), as torch's nn.LSTM(batch_first=True)."""
+        return self.time_major(x.transpose(1, 0, 2)).transpose(1, 0, 2)
 
 
 class PyanNet(nn.Module):
@@ -235,10 +221,12 @@ class PyanNet(nn.Module):
         dtypes = self.compute
         x = waveforms.astype(dtypes["sincnet"])[..., None]
         x = self.sincnet(x, capture).astype(dtypes["lstm"])
+        x = x.transpose(1, 0, 2)  # time-major through the LSTM stack
         for k, layer in enumerate(self.lstm):
-            x = layer(x)
+            x = layer.time_major(x)
             if capture is not None:
-                capture[f"lstm.{k}"] = x
+                capture[f"lstm.{k}"] = x.transpose(1, 0, 2)
+        x = x.transpose(1, 0, 2)
         if capture is not None:
             capture["lstm"] = x
         x = x.astype(dtypes["linear"])

@@ -28,10 +28,12 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, window_properties
+from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, num_frames, window_properties
+from mlx_diar.models.kernels import conv2d
 from mlx_diar.precision import compute_dtypes
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
+_STAGE_STRIDES = (1, 2, 2, 2)  # stride of the first block of layer1..layer4
 
 _FBANK_KEYS = (*FBANK_OPTIONS, "fbank_centering_span")
 
@@ -147,8 +149,8 @@ class BasicBlock(nn.Module):
             self.shortcut = [conv] if folded else [conv, bn]
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = nn.relu(self.bn1(conv2d(self.conv1, x)))
+        out = self.bn2(conv2d(self.conv2, out))
         shortcut = x
         for layer in self.shortcut:
             shortcut = layer(shortcut)
@@ -213,7 +215,7 @@ class ResNet(nn.Module):
         self.two_emb_layer = config.two_emb_layer
         self.conv1, self.bn1 = _conv_bn(1, m, 3, 1, folded)
         in_planes = m
-        for i, (n, stride) in enumerate(zip(config.num_blocks, (1, 2, 2, 2)), start=1):
+        for i, (n, stride) in enumerate(zip(config.num_blocks, _STAGE_STRIDES), start=1):
             planes = m * 2 ** (i - 1)
             blocks = []
             for s in [stride] + [1] * (n - 1):
@@ -294,15 +296,37 @@ class WeSpeakerResNet34(nn.Module):
         c = self.config
         return window_properties(c.sample_rate, c.frame_length, c.frame_shift, c.round_to_power_of_two)[0]
 
-    def compute_fbank(self, waveforms: mx.array) -> mx.array:
-        """(batch, samples) -> centred fbank (batch, frames, num_mel_bins), float32."""
+    @property
+    def time_stride(self) -> int:
+        """Fbank frames per trunk output frame (the stride-2 stages of the ResNet)."""
+        return 2 ** sum(1 for stride in _STAGE_STRIDES if stride == 2)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Trunk output frames (time') for ``num_samples`` input samples."""
+        c = self.config
+        window_size, window_shift, _ = window_properties(c.sample_rate, c.frame_length, c.frame_shift, False)
+        frames = num_frames(num_samples, window_size, window_shift, c.snip_edges)
+        for stride in _STAGE_STRIDES:
+            frames = (frames - 1) // stride + 1  # 3x3 conv, padding 1
+        return frames
+
+    def compute_fbank(self, waveforms: mx.array, centering_span: float | None = None) -> mx.array:
+        """(batch, samples) -> centred fbank (batch, frames, num_mel_bins), float32.
+
+        ``centering_span`` (seconds) overrides the configured centering with a running mean
+        (used when the trunk runs once over a long block rather than per chunk).
+        """
         if waveforms.ndim != 2:
             raise ValueError(f"expected mono waveforms (batch, samples), got shape {waveforms.shape}")
-        return compute_fbank(waveforms, **self.config.fbank_options)
+        options = self.config.fbank_options
+        if centering_span is not None:
+            options = {**options, "fbank_centering_span": centering_span}
+        return compute_fbank(waveforms, **options)
 
-    def forward_frames(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
+    def forward_frames(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
+                       centering_span: float | None = None) -> mx.array:
         """Fbank + trunk, once per chunk: (batch, samples) -> (batch, freq', time', channels)."""
-        fbank = self.compute_fbank(waveforms).astype(self.resnet.compute["fbank"])
+        fbank = self.compute_fbank(waveforms, centering_span).astype(self.resnet.compute["fbank"])
         if capture is not None:
             capture["fbank"] = fbank
         return self.resnet.forward_frames(fbank, capture)

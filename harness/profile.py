@@ -1,0 +1,243 @@
+"""Per-layer timing of both models, MLX vs torch, on the same batch with the same thread count.
+
+`python -m harness profile [--batch 8] [--rounds 3] [--threads N]` prints, per model, one row per
+pyannote sub-module: torch ms, MLX ms, ratio (torch / MLX: > 1 means MLX is faster). It states the
+BLAS MLX uses, the thread count of each side and the cores each side actually kept busy
+(process CPU time / wall time over the timed rounds).
+
+A layer's time is the time from the end of the previous named layer to its own end, on both
+sides, so the functional ops between modules (ReLU, abs...) are counted in the same row. On the
+MLX side every named output is evaluated as soon as it is produced (through the models'
+``capture`` dict), so lazy evaluation cannot shift work between rows; MLX-only sub-layers
+(e.g. each LSTM layer, torch's LSTM being one module) are listed under the row that holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import mlx_diar  # noqa: F401  (first: loads OpenBLAS before anything imports mlx)
+
+
+@dataclass
+class Profile:
+    """Per-layer seconds (best of rounds) of one side, plus whole-model time and cores busy."""
+
+    layers: dict[str, float] = field(default_factory=dict)
+    total: float = float("inf")
+    cores_busy: float = 0.0
+
+
+class _MLXMarks(dict):
+    """A ``capture`` dict that evaluates each output as it is stored and timestamps it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[tuple[str, float]] = [("", time.perf_counter())]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        import mlx.core as mx
+
+        mx.eval(value)
+        self.marks.append((name, time.perf_counter()))
+        super().__setitem__(name, value)  # the models read some captures back
+
+
+def _durations(marks: list[tuple[str, float]], keep: set[str]) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Marks -> seconds per kept name (time since the previous kept mark); other names -> their holder."""
+    out: dict[str, float] = {}
+    held: dict[str, list[str]] = {}
+    pending: list[str] = []
+    last = marks[0][1]
+    for name, t in marks[1:]:
+        if name in keep:
+            out[name] = out.get(name, 0.0) + t - last
+            last = t
+            held[name] = pending
+            pending = []
+        else:
+            pending.append(name)
+    return out, held
+
+
+def _best(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: min(r[k] for r in runs if k in r) for k in runs[0]}
+
+
+def _timed(fn: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    """Best wall seconds over `rounds`, and process CPU time / wall time over all rounds."""
+    best, cpu0, wall0 = float("inf"), time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
+def torch_profile(model: Any, x: Any, names: list[str], rounds: int, start_marks: dict[str, str]) -> Profile:
+    """Forward hooks on the named sub-modules of a torch model (``start_marks``: pre-hook name -> mark name)."""
+    import torch
+
+    marks: list[tuple[str, float]] = []
+    handles = []
+    modules = dict(model.named_modules())
+    for name in names:
+        if name in modules:
+            handles.append(modules[name].register_forward_hook(
+                lambda m, i, o, name=name: marks.append((name, time.perf_counter()))))
+    for module, mark in start_marks.items():
+        handles.append(modules[module].register_forward_pre_hook(
+            lambda m, i, mark=mark: marks.append((mark, time.perf_counter()))))
+    keep = set(names) & (set(modules) | set(start_marks.values()))
+    runs = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(rounds):
+            marks.clear()
+            marks.append(("", time.perf_counter()))
+            model(x)
+            runs.append(_durations(marks, keep)[0])
+        for h in handles:
+            h.remove()
+        total, busy = _timed(lambda: model(x), rounds)
+    return Profile(_best(runs), total, busy)
+
+
+def mlx_profile(model: Any, x: Any, rounds: int, keep: set[str]) -> tuple[Profile, dict[str, list[str]]]:
+    """Time every captured layer of an MLX model; names outside ``keep`` are folded into the next kept one."""
+    import mlx.core as mx
+
+    mx.eval(model(x))
+    runs, held = [], {}
+    for _ in range(rounds):
+        marks = _MLXMarks()
+        model(x, capture=marks)
+        durations, held = _durations(marks.marks, keep)
+        runs.append(durations)
+    total, busy = _timed(lambda: mx.eval(model(x)), rounds)
+    return Profile(_best(runs), total, busy), held
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:9.1f}"
+
+
+def table(title: str, torch_side: Profile, mlx_side: Profile, held: dict[str, list[str]]) -> str:
+    """Markdown table: layer, torch ms, MLX ms, torch / MLX."""
+    lines = [f"### {title}", "", "| layer | torch ms | MLX ms | torch / MLX |", "|---|---:|---:|---:|"]
+    for name, mlx_s in mlx_side.layers.items():
+        torch_s = torch_side.layers.get(name)
+        ratio = f"{torch_s / mlx_s:.2f}" if torch_s and mlx_s > 0 else "-"
+        inner = f" (MLX: {', '.join(held[name])})" if held.get(name) else ""
+        lines.append(f"| {name}{inner} | {_ms(torch_s)} | {_ms(mlx_s)} | {ratio} |")
+    lines.append(f"| **sum of layers** | {_ms(sum(torch_side.layers.values()))} | "
+                 f"{_ms(sum(mlx_side.layers.values()))} | "
+                 f"{sum(torch_side.layers.values()) / sum(mlx_side.layers.values()):.2f} |")
+    lines.append(f"| **whole model, no hooks** | {_ms(torch_side.total)} | {_ms(mlx_side.total)} | "
+                 f"{torch_side.total / mlx_side.total:.2f} |")
+    lines.append(f"| cores busy (CPU time / wall) | {torch_side.cores_busy:.2f} | {mlx_side.cores_busy:.2f} | |")
+    return "\n".join(lines)
+
+
+def openblas_threads() -> int | None:
+    """Threads of the OpenBLAS loaded into this process, if any."""
+    for name in ("openblas_get_num_threads", "openblas_get_num_threads64_"):
+        try:
+            return int(getattr(ctypes.CDLL(None), name)())
+        except AttributeError:
+            continue
+    return None
+
+
+def header(threads: int, batch: int, rounds: int) -> str:
+    """Machine, BLAS, thread counts and batch of this profile."""
+    import platform
+
+    import mlx.core as mx
+    import torch
+
+    from mlx_diar._blas import active_blas
+    from mlx_diar.models.kernels import recurrence_backend
+
+    return "\n".join([
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} "
+        "(other processes share the CPU: ratios within this run are what count)",
+        f"MLX {mx.__version__}, BLAS: {active_blas()}, OpenBLAS threads: {openblas_threads()}",
+        f"torch {torch.__version__}, intra-op threads: {torch.get_num_threads()} (requested {threads}), "
+        f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'other'}",
+        f"batch: {batch} x 10 s chunks of the bundled sample, best of {rounds} rounds, float32; "
+        f"LSTM recurrence: {recurrence_backend(mx.float32)}",
+    ])
+
+
+def run(batch: int, rounds: int, threads: int, models: str) -> str:
+    """Profile the offline fixture pipeline's models; returns the Markdown report."""
+    import mlx.core as mx
+    import torch
+
+    from harness.compare import Variant, converted_model, source_fingerprint
+    from harness.fixtures import fixture_dir, sample_audio
+    from mlx_diar.audio import load_audio
+    from mlx_diar.model_io import load_model
+    from reference.runner import load_pipeline
+
+    torch.set_num_threads(threads)
+    root = fixture_dir()
+    reference = load_pipeline(root)
+    mine = load_model(converted_model(root, source_fingerprint(root), Variant("float32")))
+    waveform = load_audio(sample_audio()[0])
+    step = max(1, (waveform.shape[0] - 160000) // max(1, batch - 1))
+    chunks = np.stack([np.resize(waveform[i * step:], 160000) for i in range(batch)]).astype(np.float32)
+    x_torch, x_mlx = torch.from_numpy(chunks)[:, None], mx.array(chunks)
+    parts = [header(threads, batch, rounds)]
+    if models in ("segmentation", "both"):
+        names = ["sincnet.wav_norm1d"] + [f"sincnet.{m}.{k}" for k in range(3) for m in ("conv1d", "pool1d", "norm1d")]
+        names += ["sincnet", "lstm"] + [f"linear.{k}" for k in range(len(mine.segmentation.linear))]
+        names += ["classifier", "activation"]
+        torch_side = torch_profile(reference._segmentation.model, x_torch, names, rounds, {})
+        mlx_side, held = mlx_profile(mine.segmentation, x_mlx, rounds, set(names))
+        parts.append(table("Segmentation (PyanNet)", torch_side, mlx_side, held))
+    if models in ("embedding", "both"):
+        names = ["fbank", "resnet.conv1", "resnet.bn1"]
+        names += [f"resnet.layer{i}.{j}" for i, n in enumerate(mine.embedding.config.num_blocks, 1) for j in range(n)]
+        names += ["resnet.pool", "resnet.seg_1"]
+        torch_side = torch_profile(reference._embedding.model_, x_torch, names, rounds, {"resnet": "fbank"})
+        mlx_side, held = mlx_profile(mine.embedding, x_mlx, rounds, set(names))
+        parts.append(table("Embedding (WeSpeakerResNet34)", torch_side, mlx_side, held))
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness profile", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8, help="10 s chunks per batch (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best is kept (default 3)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch intra-op threads (default: all cores, as MLX/OpenBLAS use)")
+    parser.add_argument("--models", choices=("segmentation", "embedding", "both"), default="both")
+    parser.add_argument("--recurrence", choices=("mlx", "numpy"), default="mlx",
+                        help="where the LSTM recurrence runs (mlx_diar.models.kernels.RECURRENCE_BACKEND)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    from mlx_diar.models import kernels
+
+    kernels.RECURRENCE_BACKEND = args.recurrence
+    report = run(args.batch, args.rounds, args.threads, args.models)
+    print(report)
+    if args.out is not None:
+        from mlx_diar.fsutil import atomic_write
+
+        atomic_write(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

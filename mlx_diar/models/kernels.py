@@ -1,0 +1,133 @@
+"""Compute kernels shared by the MLX models, each in the formulation measured fastest per backend.
+
+`conv2d`: 3x3 convolutions with 32-64 input channels as three GEMMs over a 3x time-shift stack
+(`conv3x3_row_gemm`), others through MLX's conv2d.
+
+`lstm_recurrence`: the recurrent part of (Bi)LSTM layers, weights passed in (so quantized or
+otherwise transformed input projections plug in before it). MLX's CPU backend evaluates
+sigmoid/tanh element by element at ~0.03-0.09 G elements/s (a multiply: ~1.5-3.5 G/s), which
+makes each LSTM step's gate nonlinearities ~80 % of its time; NumPy's vectorised tanh runs at
+~1.4 G/s. ``RECURRENCE_BACKEND = "numpy"`` runs the recurrence in NumPy on the CPU in float32
+(one tanh over all four gates per step, sigmoid(x) = 0.5 tanh(x / 2) + 0.5): ~6x faster per
+step, each layer within 3e-7 of torch. It is opt-in: on the whole 30 s sample the pipeline's
+log-probabilities were 2.4e-3 from pyannote's with it and 3.1e-3 with the MLX step (whole-file
+target 1e-3), and that drift was not yet traced, so the default stays the compiled MLX step.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+RECURRENCE_BACKEND = "mlx"  # or "numpy" (opt-in, CPU float32 only)
+
+
+def recurrence_backend(dtype: mx.Dtype) -> str:
+    """"numpy" or "mlx": where `lstm_recurrence` runs for this dtype on the current default device."""
+    if RECURRENCE_BACKEND == "numpy" and mx.default_device() == mx.cpu and dtype == mx.float32:
+        return "numpy"
+    return "mlx"
+
+
+@mx.compile
+def _lstm_step(xp: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
+    """One LSTM step for D stacked directions: xp (D,B,4H), h and c (D,B,H), wh_t (D,H,4H)."""
+    i, f, g, o = mx.split(mx.addmm(xp, h, wh_t), 4, axis=-1)  # torch's gate order i, f, g, o
+    c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
+    return mx.sigmoid(o) * mx.tanh(c), c
+
+
+def _mlx_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
+    _, num_dirs, batch, gates = xp.shape
+    h = mx.zeros((num_dirs, batch, gates // 4), dtype=xp.dtype)
+    c = h
+    hidden = []
+    for t in range(xp.shape[0]):
+        h, c = _lstm_step(xp[t], h, c, wh_t)
+        hidden.append(h)
+    return mx.stack(hidden)
+
+
+def _sigmoid_scale(gates: int) -> mx.array:
+    """1/2 on the sigmoid gates (i, f, o), 1 on g: sigmoid(x) = 0.5 tanh(x / 2) + 0.5, scaling exact."""
+    hidden = gates // 4
+    return mx.array(np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden))
+
+
+def _numpy_recurrence(xp: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """float32 recurrence with xp and wh already scaled by `_sigmoid_scale`: one tanh per step over all gates."""
+    num_steps, num_dirs, batch, gates = xp.shape
+    hidden = gates // 4
+    out = np.empty((num_steps, num_dirs, batch, hidden), np.float32)
+    h = np.zeros((num_dirs, batch, hidden), np.float32)
+    c = np.zeros_like(h)
+    act = np.empty((num_dirs, batch, gates), np.float32)
+    tmp = np.empty_like(h)
+    i, f, g, o = (act[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    for t in range(num_steps):
+        np.matmul(h, wh, out=act)
+        act += xp[t]
+        np.tanh(act, out=act)
+        for sig in (act[..., : 2 * hidden], o):
+            sig *= 0.5
+            sig += 0.5
+        c *= f
+        np.multiply(i, g, out=tmp)
+        c += tmp
+        np.tanh(c, out=tmp)
+        h = out[t]
+        np.multiply(o, tmp, out=h)
+    return out
+
+
+def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
+    """Run D independent LSTMs from zero state, time-major: xp (T,D,B,4H) input projections
+    (biases included) and wh_t (D,H,4H) recurrent weights, gates in torch's order (i, f, g, o)
+    -> (T,D,B,H) hidden states."""
+    if recurrence_backend(xp.dtype) == "mlx":
+        return _mlx_recurrence(xp, wh_t)
+    scale = _sigmoid_scale(xp.shape[-1])
+    xp, wh = mx.contiguous(xp * scale), mx.contiguous(wh_t * scale)
+    mx.eval(xp, wh)
+    return mx.array(_numpy_recurrence(np.asarray(xp), np.asarray(wh)))
+
+
+# Input channel counts for which `conv2d` uses the row-GEMM formulation: measured on a
+# 2-core x86 CPU (OpenBLAS), stride 1, 8 x 10 s chunks, (freq, time, channels) = (80, 200, 32):
+# MLX conv2d 273 ms vs row-GEMM 204 ms; (40, 100, 64): 171 vs 76 ms; (20, 50, 128): 56 vs 73 ms;
+# (10, 25, 256): 43 vs 102 ms. MLX conv2d also holds a 9x im2col copy of its input (+1.3 GB for
+# layer1 on 10 chunks, row-GEMM +0.6 GB).
+ROW_GEMM_CHANNELS = range(32, 65)  # layer1 and layer2 of the ResNet34 (not its 1-channel conv1: unmeasured)
+
+
+def conv3x3_row_gemm(x: mx.array, weight: mx.array) -> mx.array:
+    """3x3, stride 1, padding 1 convolution, channels-last: x (B,F,T,C), weight (O,3,3,C) -> (B,F,T,O).
+
+    The padded input is flattened over (batch, freq, time); its three time shifts are stacked
+    along channels once (3x the input, instead of im2col's 9x), and each kernel row is one GEMM
+    with K = 3C on a contiguous row offset of that stack, accumulated in place (addmm).
+    """
+    batch, freq, time, channels = x.shape
+    width = time + 2
+    rows = batch * (freq + 2) * width
+    flat = mx.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]).reshape(rows, channels)
+    flat = mx.pad(flat, [(0, 2 * width + 2), (0, 0)])  # the last rows' shifts stay in bounds
+    span = rows + 2 * width
+    stacked = mx.concatenate([flat[dx:dx + span] for dx in range(3)], axis=1)  # (span, 3C): K = (dx, c)
+    w_rows = weight.transpose(1, 2, 3, 0).reshape(3, 3 * channels, -1)  # (kernel row, (dx, c), O)
+    out = stacked[:rows] @ w_rows[0]
+    for dy in (1, 2):
+        out = mx.addmm(out, stacked[dy * width:dy * width + rows], w_rows[dy])
+    return out.reshape(batch, freq + 2, width, -1)[:, :freq, :time]
+
+
+def conv2d(layer, x: mx.array) -> mx.array:
+    """An mlx.nn.Conv2d layer applied to x (B,F,T,C) in the formulation chosen for its shape."""
+    weight = layer.weight
+    out_ch, kh, kw, in_ch = weight.shape
+    plain = layer.stride == (1, 1) and layer.padding == (1, 1) and getattr(layer, "groups", 1) == 1 \
+        and layer.dilation in (1, (1, 1))
+    if (kh, kw) == (3, 3) and plain and in_ch in ROW_GEMM_CHANNELS and x.dtype == mx.float32:
+        y = conv3x3_row_gemm(x, weight)
+        return y + layer.bias if "bias" in layer else y
+    return layer(x)

@@ -1,0 +1,40 @@
+"""mlx_diar.models.kernels: backend choice and convolution formulations against MLX's own conv2d.
+
+The LSTM recurrence on each backend is checked against torch in tests/test_segmentation_parity.py.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_diar.models import kernels
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
+
+
+def test_numpy_recurrence_only_for_float32_on_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "numpy")
+    with mx.stream(mx.cpu):
+        assert kernels.recurrence_backend(mx.float32) == "numpy"
+        assert kernels.recurrence_backend(mx.float16) == "mlx"
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "mlx")
+    with mx.stream(mx.cpu):
+        assert kernels.recurrence_backend(mx.float32) == "mlx"
+
+
+@pytest.mark.parametrize("channels", [32, 64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv2d_row_gemm_matches_mlx_conv2d(channels: int, bias: bool) -> None:
+    import mlx.nn as nn
+
+    mx.random.seed(0)
+    layer = nn.Conv2d(channels, 48, 3, padding=1, bias=bias)
+    x = mx.random.normal((2, 9, 13, channels))
+    expected = np.array(layer(x))
+    ours = np.array(kernels.conv2d(layer, x))
+    assert ours.shape == expected.shape
+    assert rel_l2(ours, expected) <= 1e-6

@@ -1,0 +1,83 @@
+"""Chunking one batch at a time, skipped silent chunks, and the opt-in shared embedding mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyannote.core import SlidingWindowFeature
+
+from harness import targets
+from mlx_diar.inference import chunk_batches, num_chunks
+
+
+def _chunks_by_index(waveform: np.ndarray, window: int, step: int) -> np.ndarray:
+    """Inference.slide's chunks, cut the obvious way: full windows, then a zero-padded remainder."""
+    starts = list(range(0, waveform.shape[0] - window + 1, step))
+    rest = starts[-1] + step if starts else 0
+    chunks = [waveform[s:s + window] for s in starts]
+    if not starts or starts[-1] + window < waveform.shape[0]:
+        chunks.append(np.pad(waveform[rest:], (0, window - waveform[rest:].shape[0])))
+    return np.stack(chunks)
+
+
+@pytest.mark.parametrize("num_samples", [7, 10, 20, 23, 25, 31])
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 100])
+def test_chunk_batches_cut_like_inference_slide(num_samples: int, batch_size: int) -> None:
+    waveform = np.arange(1, num_samples + 1, dtype=np.float32)
+    expected = _chunks_by_index(waveform, 10, 3)
+    batches = list(chunk_batches(waveform, 10, 3, batch_size))
+    assert all(b.shape[0] <= batch_size for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches), expected)
+    assert num_chunks(num_samples, 10, 3)[0] == expected.shape[0]
+
+
+def test_silent_chunks_skip_the_trunk_with_the_same_embeddings(mlx_pipeline, sample) -> None:
+    """A chunk where nobody speaks gets exactly what the model computes for its all-zero masks."""
+    import mlx.core as mx
+
+    waveform = sample[0][: 12 * 16000]  # three chunks
+    scores = mlx_pipeline.segmentation_scores(waveform)
+    binarized = mlx_pipeline.binarize_segmentations(mlx_pipeline.to_multilabel(scores))
+    data = binarized.data.copy()
+    data[1] = 0.0  # the middle chunk: nobody speaks
+    binarized = SlidingWindowFeature(data, binarized.sliding_window)
+    embeddings = mlx_pipeline.get_embeddings(waveform, binarized)
+
+    model = mlx_pipeline.models.embedding
+    masks = mlx_pipeline.embedding_masks(binarized, True)
+    audio = mlx_pipeline.chunk_waveforms(waveform, binarized.sliding_window, range(data.shape[0]))
+    expected = np.array(model(mx.array(audio), mx.array(masks)))
+    np.testing.assert_array_equal(embeddings[1], expected[1])
+    # the other chunks ran in a smaller batch: MLX's GEMM blocking may round differently
+    for c in (0, 2):
+        error = np.linalg.norm(embeddings[c] - expected[c]) / np.linalg.norm(expected[c])
+        assert error <= targets.LAYER_REL_L2_F32
+
+
+def test_shared_embedding_mode_costs_little_der(mlx_pipeline, sample) -> None:
+    """Opt-in fast mode: DER against exact mode within harness.targets.PIPELINE_DER_SHARED."""
+    from harness.metrics import score, uem_for
+
+    waveform = sample[0]
+    exact = mlx_pipeline.apply(waveform)
+    mode = mlx_pipeline.params["embedding_mode"]
+    mlx_pipeline.params["embedding_mode"] = "shared"
+    try:
+        shared = mlx_pipeline.apply(waveform)
+    finally:
+        mlx_pipeline.params["embedding_mode"] = mode
+    result = score(exact.speaker_diarization, shared.speaker_diarization, uem_for(len(waveform) / 16000))
+    print(f"\nshared vs exact on the sample: DER {result['der']:.4%}")
+    assert result["der"] <= targets.PIPELINE_DER_SHARED
+
+
+def test_unknown_embedding_mode_is_a_clear_error(mlx_pipeline, sample_10s) -> None:
+    from mlx_diar.errors import OptionError
+
+    mode = mlx_pipeline.params["embedding_mode"]
+    mlx_pipeline.params["embedding_mode"] = "fastest"
+    try:
+        with pytest.raises(OptionError, match="embedding_mode"):
+            mlx_pipeline.apply(sample_10s)
+    finally:
+        mlx_pipeline.params["embedding_mode"] = mode

@@ -24,7 +24,7 @@ from mlx_diar.fsutil import atomic_path
 from mlx_diar.provenance import package_versions
 from mlx_diar.sources import PipelineSource, resolve_pipeline
 from mlx_diar.trust import stage_pipeline
-from reference.layers import embedding_layers, segmentation_layers
+from reference.layers import embedding_layers, segmentation_float64, segmentation_layers
 
 
 @dataclasses.dataclass
@@ -216,6 +216,7 @@ class ModelTaps:
             arrays["inputs/segmentation"] = inputs.float().numpy()
             for name, value in segmentation_layers(self.seg_model, inputs).items():
                 arrays[f"layers/segmentation/{name}"] = value
+            arrays["float64/segmentation/activation"] = segmentation_float64(self.seg_model, inputs[:, 0].numpy())
         if "embedding" in self.inputs:
             # the (chunk, speaker) items of the first batch with the most speech: an all-zero
             # mask would make pooling and everything after it trivially equal

@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch intra-op threads (default: all cores, as MLX/OpenBLAS use)")
     parser.add_argument("--models", choices=("segmentation", "embedding", "both"), default="both")
-    parser.add_argument("--recurrence", choices=("mlx", "numpy"), default="mlx",
+    parser.add_argument("--recurrence", choices=("mlx", "numpy"), default="numpy",
                         help="where the LSTM recurrence runs (mlx_diar.models.kernels.RECURRENCE_BACKEND)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ import pytest
 from harness import targets
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("docs/architecture.md", "docs/parity.md", "docs/fixture.md", "docs/precision.md")
+DOCS = ("docs/architecture.md", "docs/parity.md", "docs/fixture.md", "docs/precision.md", "docs/performance.md",
+        "docs/corpus.md")
 # a backticked path of the repository, e.g. `harness/targets.py` or `tests/data/speakrs/README.md`
 REPO_PATH = re.compile(r"`((?:mlx_diar|reference|harness|tests|docs|scripts|examples)/[\w./-]*\.\w+)`")
 

@@ -7,11 +7,12 @@
 otherwise transformed input projections plug in before it). MLX's CPU backend evaluates
 sigmoid/tanh element by element at ~0.03-0.09 G elements/s (a multiply: ~1.5-3.5 G/s), which
 makes each LSTM step's gate nonlinearities ~80 % of its time; NumPy's vectorised tanh runs at
-~1.4 G/s. ``RECURRENCE_BACKEND = "numpy"`` runs the recurrence in NumPy on the CPU in float32
-(one tanh over all four gates per step, sigmoid(x) = 0.5 tanh(x / 2) + 0.5): ~6x faster per
-step, each layer within 3e-7 of torch. It is opt-in: on the whole 30 s sample the pipeline's
-log-probabilities were 2.4e-3 from pyannote's with it and 3.1e-3 with the MLX step (whole-file
-target 1e-3), and that drift was not yet traced, so the default stays the compiled MLX step.
+~1.4 G/s. On the CPU in float32 the recurrence runs in NumPy (one tanh over all four gates per
+step, sigmoid(x) = 0.5 tanh(x / 2) + 0.5): ~6x faster per step than the compiled MLX step, each
+layer within 3e-7 of torch, and closer to float64 over a whole file (30 s sample, largest
+log-probability error against pyannote run in float64: 2.3e-3 vs 3.1e-3 with the MLX step;
+pyannote's own float32: 8.7e-4). Other devices and dtypes use the compiled MLX step
+(``RECURRENCE_BACKEND = "mlx"`` forces it everywhere).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-RECURRENCE_BACKEND = "mlx"  # or "numpy" (opt-in, CPU float32 only)
+RECURRENCE_BACKEND = "numpy"  # NumPy on the CPU in float32, the MLX step elsewhere; "mlx": MLX everywhere
 
 
 def recurrence_backend(dtype: mx.Dtype) -> str:

@@ -104,13 +104,12 @@ def memory_curve(minutes: list[float], embedding_mode: str = "exact", workdir: P
 
     import soundfile as sf
 
-    from harness.compare import Variant, converted_model, source_fingerprint
     from harness.fixtures import fixture_dir
+    from mlx_diar.convert import convert_pyannote_model
 
-    root = fixture_dir()
-    model = converted_model(root, source_fingerprint(root), Variant("float32"))
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        model = convert_pyannote_model(fixture_dir(), Path(tmp) / "float32", "full", "float32")
         for m in minutes:
             wav = Path(tmp) / f"synth-{m:g}min.wav"
             sf.write(wav, long_conversation(m), 16000, subtype="FLOAT")

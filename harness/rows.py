@@ -29,7 +29,7 @@ class LayerRow:
     rel_l2: float = NAN
     cosine: float = NAN
     argmax_agreement: float = NAN  # segmentation output only
-    f64_err_pyannote: float = NAN  # segmentation output only: max abs error against pyannote run in float64
+    f64_err_pyannote: float = NAN  # segmentation output only: relative L2 error against pyannote run in float64
     f64_err_mlx: float = NAN
     target: str = ""
     passed: bool | None = None  # None: the variant has no target for this layer

@@ -10,10 +10,10 @@ import dataclasses
 # float32, real or seeded weights
 # log-probabilities (powerset) or probabilities (multilabel): keeps every decided frame's top class out of reach
 SEGMENTATION_MAX_ABS_ERR_F32 = 1e-4
-# segmentation output against pyannote run in float64: MLX's float32 error may be this many times pyannote's own
-# float32 error (the bound is never below SEGMENTATION_MAX_ABS_ERR_F32); rounding in SincNet's first convolution,
-# amplified by the instance norm of low-variance channels, differs with each side's CPU kernels
-FLOAT32_NOISE_RATIO = 3.0
+# float32 segmentation against pyannote run in float64: MLX's relative L2 error (every layer, the output, whole-file
+# scores) may be this many times pyannote's own float32 error, or LAYER_REL_L2_F32; measured on an AMD EPYC without
+# AVX-512, MLX is 1.0x-1.8x pyannote's error (SincNet rounding amplified by instance norm differs per CPU kernel)
+FLOAT32_NOISE_RATIO = 4.0
 # fraction of frames whose argmax agrees: float32 parity must not change who speaks on any decided frame
 SEGMENTATION_ARGMAX_AGREEMENT_F32 = 1.0
 # every named layer, relative L2 error: float32 rounding measures up to 6e-5, a 5% error in one LSTM weight fails
@@ -69,7 +69,7 @@ SEGMENTATION_TIE_MARGIN = 1e-3
 # trunk frames differ from per-chunk ones only near block edges and in the per-chunk mean normalisation
 PIPELINE_DER_SHARED = 0.005  # 0.5 point
 
-def segmentation_f32_bound(pyannote_f32_error: float) -> float:
-    """Largest allowed max-abs error of MLX's float32 segmentation output against pyannote's float64 one,
+def segmentation_f32_bound(pyannote_f32_rel_l2: float) -> float:
+    """Largest allowed relative L2 error of an MLX float32 segmentation layer against pyannote's float64 one,
     given pyannote's own float32 error against float64 on the same input."""
-    return max(SEGMENTATION_MAX_ABS_ERR_F32, FLOAT32_NOISE_RATIO * pyannote_f32_error)
+    return max(LAYER_REL_L2_F32, FLOAT32_NOISE_RATIO * pyannote_f32_rel_l2)

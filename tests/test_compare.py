@@ -45,7 +45,7 @@ def test_report_files_and_columns(report) -> None:
     assert {p.name for p in out.iterdir()} >= {"layers.csv", "pipeline.csv", "timing.csv", "summary.md", "report.html"}
     layers = pd.read_csv(out / "layers.csv")
     assert list(layers.columns) == ["file", "variant", "dtype", "quantize", "model", "layer", "depth", "shape",
-                                    "max_abs_err", "rel_l2", "cosine", "argmax_agreement", "target", "passed"]
+                                    "max_abs_err", "rel_l2", "cosine", "argmax_agreement", "f64_err_pyannote", "f64_err_mlx", "target", "passed"]
     segmentation = layers[layers.model == "segmentation"]
     embedding = layers[layers.model == "embedding"]
     assert len(segmentation) == 20  # wav_norm1d, 3 x (conv, pool, norm), sincnet, 4 lstm + lstm, 2 linear, classifier, activation

@@ -7,6 +7,7 @@ import pytest
 from pyannote.core import SlidingWindowFeature
 
 from harness import targets
+from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.inference import chunk_batches, num_chunks
 
 
@@ -54,30 +55,23 @@ def test_silent_chunks_skip_the_trunk_with_the_same_embeddings(mlx_pipeline, sam
         assert error <= targets.LAYER_REL_L2_F32
 
 
-def test_shared_embedding_mode_costs_little_der(mlx_pipeline, sample) -> None:
+def test_shared_embedding_mode_costs_little_der(mlx_model_dir, mlx_pipeline, sample) -> None:
     """Opt-in fast mode: DER against exact mode within harness.targets.PIPELINE_DER_SHARED."""
     from harness.metrics import score, uem_for
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
     waveform = sample[0]
     exact = mlx_pipeline.apply(waveform)
-    mode = mlx_pipeline.params["embedding_mode"]
-    mlx_pipeline.params["embedding_mode"] = "shared"
-    try:
-        shared = mlx_pipeline.apply(waveform)
-    finally:
-        mlx_pipeline.params["embedding_mode"] = mode
-    result = score(exact.speaker_diarization, shared.speaker_diarization, uem_for(len(waveform) / 16000))
+    fast = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "shared"})
+    shared = fast.apply(waveform)
+    result = score(exact.speaker_diarization, shared.speaker_diarization, uem_for(len(waveform) / SAMPLE_RATE))
     print(f"\nshared vs exact on the sample: DER {result['der']:.4%}")
     assert result["der"] <= targets.PIPELINE_DER_SHARED
 
 
-def test_unknown_embedding_mode_is_a_clear_error(mlx_pipeline, sample_10s) -> None:
+def test_unknown_embedding_mode_is_a_clear_error(mlx_model_dir) -> None:
     from mlx_diar.errors import OptionError
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
-    mode = mlx_pipeline.params["embedding_mode"]
-    mlx_pipeline.params["embedding_mode"] = "fastest"
-    try:
-        with pytest.raises(OptionError, match="embedding_mode"):
-            mlx_pipeline.apply(sample_10s)
-    finally:
-        mlx_pipeline.params["embedding_mode"] = mode
+    with pytest.raises(OptionError, match="embedding_mode"):
+        SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "fastest"})

@@ -24,7 +24,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
 from mlx_diar.executor import RecordingTask, fingerprint, record_name
+from mlx_diar.fsutil import writable_dir
 from mlx_diar.pipeline import STAGES
 from mlx_diar.provenance import package_versions
 
@@ -124,16 +124,6 @@ def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioI
         seen[path.stem] = path
     return [load_item(path) for path in paths]
 
-
-def writable_dir(path: Path, option: str = "--out") -> Path:
-    """Create `path` if needed and prove a file can be written in it, else `OptionError` naming `option`."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise OptionError(f"{option} {path}: cannot write reports there ({e.strerror or e})") from None
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -557,7 +547,7 @@ def sensitivity_main(argv: list[str] | None = None) -> int:
     only.add_argument("--only-quantize", action="store_true", help="only the 4-bit / 8-bit probes")
     parser.add_argument("--out", type=Path, required=True, help="folder for sensitivity.csv and sensitivity.md")
     args = parser.parse_args(argv)
-    out = writable_dir(args.out)
+    out = writable_dir(args.out, f"--out {args.out}", "reports ")
     sensitivity_map(collect_audio(args.audio, None), args.checkpoint, () if args.only_quantize else tuple(args.dtype),
                     not args.no_quantize, out, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(out / "sensitivity.md")
@@ -651,7 +641,8 @@ def _compare(args, argv: list[str]) -> int:
     if args.layer_items < 1:
         raise OptionError(f"--layer-items {args.layer_items}: must be at least 1")
     created = dt.datetime.now(dt.timezone.utc)
-    out = writable_dir(args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}")
+    out = args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}"
+    writable_dir(out, f"--out {out}", "reports ")
     if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
         return compare_corpus(args, argv, created, out)
     items = collect_audio(args.audio, args.dataset)

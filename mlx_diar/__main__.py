@@ -9,14 +9,13 @@ import argparse
 import math
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from mlx_diar.audio import AudioWarning, load_audio, rttm_uri
 from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
-from mlx_diar.fsutil import atomic_write
+from mlx_diar.fsutil import atomic_write, writable_dir
 
 
 def doctor() -> int:
@@ -98,19 +97,9 @@ def _writable_file(path: Path) -> Path:
     """Check before any inference that `path` can be written (parent created if missing)."""
     if path.is_dir():
         raise OptionError(f"--rttm {path}: is a directory")
-    _writable_dir(path.parent, f"--rttm {path}")
+    writable_dir(path.parent, f"--rttm {path}")
     return path
 
-
-def _writable_dir(path: Path, option: str) -> Path:
-    """Create `path` if missing and prove a file can be created in it; OptionError naming `option` if not."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise OptionError(f"{option}: cannot write there ({e.strerror or e})") from None
-    return path
 
 
 def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str:
@@ -143,7 +132,7 @@ def diarize(args: argparse.Namespace) -> int:
         if args.rttm is not None:
             _writable_file(args.rttm)
         if args.rttm_dir is not None:
-            _writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
+            writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
         if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
             return diarize_corpus(args, params, hyper)
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,

@@ -119,3 +119,17 @@ def atomic_directory(path: str | Path, replace: bool = False) -> Iterator[Path]:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def writable_dir(path: Path, option: str, what: str = "") -> Path:
+    """Create `path` if missing and prove a file can be created in it, else `OptionError` naming `option`
+    (and `what` is written there, e.g. "reports "): checked before any work, so nothing is lost later."""
+    from mlx_diar.errors import OptionError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OptionError(f"{option}: cannot write {what}there ({e.strerror or e})") from None
+    return path

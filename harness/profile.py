@@ -185,7 +185,8 @@ def run(batch: int, rounds: int, threads: int, models: str) -> str:
     import torch
 
     from harness.compare import Variant, converted_model, source_fingerprint
-    from harness.fixtures import fixture_dir, sample_audio
+    from harness.fixtures import fixture_dir
+    from harness.paths import sample_audio
     from mlx_diar.audio import load_audio
     from mlx_diar.model_io import load_model
     from reference.runner import load_pipeline

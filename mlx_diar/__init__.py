@@ -6,8 +6,10 @@
 from typing import Any
 
 from mlx_diar._blas import preload_blas
+from mlx_diar._malloc import tune_malloc
 
 preload_blas()  # before anything imports mlx
+tune_malloc()  # large freed blocks stay in the heap for MLX to reuse (glibc)
 
 from mlx_diar.trust import set_pyannote_telemetry  # noqa: E402
 

@@ -33,7 +33,10 @@ from mlx_diar.signal import binarize, to_annotation
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
-TRUNK_CHUNKS = 4  # 10 s chunks per embedding-trunk batch (MLX conv2d holds a 9x copy of its input)
+# 10 s chunks per embedding-trunk batch, by device. CPU (2-core x86, OpenBLAS), seconds per chunk:
+# 1 chunk 0.89, 2 chunks 0.96, 4 chunks 1.29 (bigger batches only add memory traffic); other
+# devices keep the earlier 4 (unmeasured there).
+TRUNK_CHUNKS = {"cpu": 1, "gpu": 4}
 EMBEDDING_MODES = ("exact", "shared")  # "shared": trunk once per block of chunks (fast, not exact)
 
 
@@ -336,9 +339,9 @@ class SpeakerDiarizationPipeline:
             return embeddings
         model = self.models.embedding
         # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks, at
-        # most TRUNK_CHUNKS: the trunk's transient memory grows with the chunks in a batch
+        # most TRUNK_CHUNKS of this device: the trunk's transient memory grows with the chunks in a batch
         pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
-        chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS))
+        chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS[self.device.name]))
         with mx.stream(self.device):
             for start in range(0, len(active), chunks_per_batch):
                 batch = active[start:start + chunks_per_batch]

@@ -11,6 +11,8 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 _CANDIDATES = ("libopenblas.so.0", "libopenblas.so", "libopenblasp-r0.so")
 _LOADED: str | None = None
@@ -70,3 +72,37 @@ def active_blas() -> str:
     if libdl.dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)):
         return os.path.realpath(info.dli_fname.decode())
     return "unknown"
+
+
+def _openblas_threads_api():
+    """(get, set) of the OpenBLAS that MLX uses, or None (another BLAS, or none loaded yet)."""
+    lib = ctypes.CDLL(None)
+    try:
+        return lib.openblas_get_num_threads, lib.openblas_set_num_threads
+    except AttributeError:
+        return None
+
+
+def blas_thread_count() -> int | None:
+    """Threads MLX's OpenBLAS uses per call (set from OPENBLAS_NUM_THREADS when it loaded), or None."""
+    api = _openblas_threads_api()
+    return None if api is None else int(api[0]())
+
+
+@contextmanager
+def blas_threads(count: int | None) -> Iterator[None]:
+    """Inside: MLX's OpenBLAS runs each call on `count` threads (process-wide); restored after.
+
+    A no-op for ``None`` or where MLX does not use OpenBLAS (macOS Accelerate, the bundled BLAS).
+    """
+    api = None if count is None else _openblas_threads_api()
+    if api is None:
+        yield
+        return
+    get, set_ = api
+    previous = int(get())
+    set_(int(count))
+    try:
+        yield
+    finally:
+        set_(previous)

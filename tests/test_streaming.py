@@ -75,3 +75,28 @@ def test_unknown_embedding_mode_is_a_clear_error(mlx_model_dir) -> None:
 
     with pytest.raises(OptionError, match="embedding_mode"):
         SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "fastest"})
+
+
+def test_parallel_lanes_give_the_single_lane_embeddings(mlx_pipeline, sample, monkeypatch) -> None:
+    """The exact embedding stage on two CPU streams (single-threaded BLAS) equals one stream,
+    progress counts every chunk, and the BLAS thread count is restored afterwards."""
+    import mlx.core as mx
+
+    from mlx_diar import pipeline as pipeline_module
+    from mlx_diar._blas import blas_thread_count
+
+    waveform = sample[0][: 14 * 16000]  # five chunks: an odd count leaves one lane idle at the end
+    binarized = mlx_pipeline.binarize_segmentations(
+        mlx_pipeline.to_multilabel(mlx_pipeline.segmentation_scores(waveform)))
+    threads = blas_thread_count()
+    monkeypatch.setattr(pipeline_module, "available_cores", lambda: 2)
+    assert len(pipeline_module.lane_streams(mx.cpu)) == (2 if threads is None or threads > 1 else 1)
+    seen: list[tuple[int, int]] = []
+    lanes = mlx_pipeline.get_embeddings(waveform, binarized, progress=lambda done, total: seen.append((done, total)))
+    assert blas_thread_count() == threads
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    monkeypatch.setattr(pipeline_module, "MAX_LANES", 1)
+    assert len(pipeline_module.lane_streams(mx.cpu)) == 1
+    single = mlx_pipeline.get_embeddings(waveform, binarized)
+    error = np.linalg.norm(lanes - single) / np.linalg.norm(single)
+    assert error <= targets.LAYER_REL_L2_F32, error  # BLAS on 1 vs 2 threads may block the sums differently

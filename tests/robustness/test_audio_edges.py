@@ -119,3 +119,32 @@ def test_uris_are_valid_rttm_fields(name: str, uri: str) -> None:
 def test_file_uri_is_sanitized(tmp_path: Path) -> None:
     _, uri = as_waveform(_wav(tmp_path / "two words.wav"))
     assert uri == "two_words"
+
+
+_DECODE_PEAK = """
+import sys
+import numpy as np
+from harness.memory import PeakRSS
+from mlx_diar.audio import load_audio
+with PeakRSS(interval=0.001) as peak:
+    baseline = peak.peak_mb
+    waveform = load_audio(sys.argv[1])
+print((peak.peak_mb - baseline) / (waveform.nbytes / 2**20))
+"""
+
+
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_decoding_holds_few_copies_of_the_audio(tmp_path, sr) -> None:
+    """Decoding, checking and resampling 10 minutes raises peak memory by little more than the
+    decoded and returned arrays: no whole-file temporaries in the checks."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "long.wav"
+    sf.write(path, (RNG.standard_normal((600 * sr, 1)) * 0.1).astype(np.float32), sr, subtype="FLOAT")
+    out = subprocess.run([sys.executable, "-c", _DECODE_PEAK, str(path)], capture_output=True, text=True, check=True)
+    copies = float(out.stdout.split()[-1])
+    # the returned array (1 copy), the decoded one at 44.1 kHz (2.76 copies), ~16 MB of block
+    # temporaries (0.4 copy at 10 min); whole-file temporaries measured 5.2 and 14.5 copies
+    limit = 1.75 if sr == 16000 else 1.75 + sr / 16000
+    assert copies <= limit, f"{copies:.2f} copies of the waveform at peak"

@@ -90,15 +90,13 @@ def test_pipeline_stage_ratios(benchmark, bench_clip, pyannote_clip_run, mlx_pip
 
     from harness.metrics import score, uem_for
 
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+
     name, waveform = bench_clip
-    previous = mlx_pipeline.params["embedding_mode"]
-    mlx_pipeline.params["embedding_mode"] = mode
-    try:
-        rounds = 2 if BENCH_CLIPS[name] is None else 1
-        out = benchmark.pedantic(mlx_pipeline.apply, args=(waveform,), kwargs={"uri": name},
-                                 rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
-    finally:
-        mlx_pipeline.params["embedding_mode"] = previous
+    pipeline = SpeakerDiarizationPipeline(models=mlx_pipeline.models, params={"embedding_mode": mode})
+    rounds = 2 if BENCH_CLIPS[name] is None else 1
+    out = benchmark.pedantic(pipeline.apply, args=(waveform,), kwargs={"uri": name},
+                             rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
     der = score(pyannote_clip_run.diarization, out.speaker_diarization, uem_for(len(waveform) / 16000))["der"]
     reference = pyannote_clip_run.meta["timings"]
     for stage in STAGES:

@@ -374,7 +374,8 @@ class SpeakerDiarizationPipeline:
         # most TRUNK_CHUNKS of this device: the trunk's transient memory grows with the chunks in a batch
         pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
         chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS[self.device.name]))
-        lanes = lane_streams(self.device)
+        # no more lanes than batches: a one-chunk file keeps its BLAS on every core
+        lanes = lane_streams(self.device)[: max(1, math.ceil(len(active) / chunks_per_batch))]
         with blas_threads(1 if len(lanes) > 1 else None):
             for start in range(0, len(active), chunks_per_batch * len(lanes)):
                 stop = min(start + chunks_per_batch * len(lanes), len(active))

@@ -27,6 +27,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from mlx_diar.models.kernels import lstm_cell, step_recurrence
 from mlx_diar.precision import block_of
 
 GROUP_SIZES = (32, 64, 128)
@@ -202,12 +203,8 @@ def _step(quantized: bool, group_size: int, bits: int):
     """Compiled LSTM step for stacked directions: xp (D,B,4H), h and c (D,B,H), Wh packed (D,4H,H*bits/32)."""
     def step(xp, h, c, *wh):
         if quantized:
-            gates = xp + mx.quantized_matmul(h, *wh, transpose=True, group_size=group_size, bits=bits)
-        else:
-            gates = xp + h @ wh[0].transpose(0, 2, 1)
-        i, f, g, o = mx.split(gates, 4, axis=-1)  # torch's gate order i, f, g, o
-        c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
-        return mx.sigmoid(o) * mx.tanh(c), c
+            return lstm_cell(xp + mx.quantized_matmul(h, *wh, transpose=True, group_size=group_size, bits=bits), c)
+        return lstm_cell(xp + h @ wh[0].transpose(0, 2, 1), c)
 
     return mx.compile(step)
 
@@ -241,15 +238,8 @@ class QuantizedBiLSTMLayer(nn.Module):
         xp = [self.forward.input_projection(x)]
         if "backward" in self:
             xp.append(self.backward.input_projection(x[:, ::-1]))
-        xp = mx.stack(xp)  # (D,B,T,4H)
-        wh = self._recurrent()
-        h = mx.zeros((xp.shape[0], xp.shape[1], xp.shape[-1] // 4), dtype=xp.dtype)
-        c = h
-        hidden = []
-        for t in range(xp.shape[2]):
-            h, c = self._step(xp[:, :, t], h, c, *wh)
-            hidden.append(h)
-        hidden = mx.stack(hidden, axis=2)
+        xp = mx.stack(xp).transpose(2, 0, 1, 3)  # (T,D,B,4H)
+        hidden = step_recurrence(xp, self._step, *self._recurrent()).transpose(1, 2, 0, 3)  # (D,B,T,H)
         if "backward" not in self:
             return hidden[0]
         return mx.concatenate([hidden[0], hidden[1][:, ::-1]], axis=-1)

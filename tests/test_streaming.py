@@ -100,3 +100,26 @@ def test_parallel_lanes_give_the_single_lane_embeddings(mlx_pipeline, sample, mo
     single = mlx_pipeline.get_embeddings(waveform, binarized)
     error = np.linalg.norm(lanes - single) / np.linalg.norm(single)
     assert error <= targets.LAYER_REL_L2_F32, error  # BLAS on 1 vs 2 threads may block the sums differently
+
+
+def test_one_chunk_keeps_blas_on_every_core(mlx_pipeline, sample, monkeypatch) -> None:
+    """A file of one chunk runs one lane, so the BLAS thread count is left alone (not set to 1)."""
+    import contextlib
+
+    from mlx_diar import pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "available_cores", lambda: 2)
+    requested: list[int | None] = []
+
+    def record(count):
+        requested.append(count)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(pipeline_module, "blas_threads", record)
+    for seconds in (10, 14):  # one chunk, then five
+        waveform = sample[0][: seconds * 16000]
+        binarized = mlx_pipeline.binarize_segmentations(
+            mlx_pipeline.to_multilabel(mlx_pipeline.segmentation_scores(waveform)))
+        mlx_pipeline.get_embeddings(waveform, binarized)
+    lanes = len(pipeline_module.lane_streams(pipeline_module.mx.cpu))
+    assert requested == [None, 1 if lanes > 1 else None]

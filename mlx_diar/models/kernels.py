@@ -17,6 +17,8 @@ pyannote's own float32: 8.7e-4). Other devices and dtypes use the compiled MLX s
 
 from __future__ import annotations
 
+from typing import Callable
+
 import mlx.core as mx
 import numpy as np
 
@@ -30,21 +32,27 @@ def recurrence_backend(dtype: mx.Dtype) -> str:
     return "mlx"
 
 
-@mx.compile
-def _lstm_step(xp: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
-    """One LSTM step for D stacked directions: xp (D,B,4H), h and c (D,B,H), wh_t (D,H,4H)."""
-    i, f, g, o = mx.split(mx.addmm(xp, h, wh_t), 4, axis=-1)  # torch's gate order i, f, g, o
+def lstm_cell(gates: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
+    """(h, c) from the pre-activation gates (..., 4H) in torch's order (i, f, g, o) and the cell state."""
+    i, f, g, o = mx.split(gates, 4, axis=-1)
     c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
     return mx.sigmoid(o) * mx.tanh(c), c
 
 
-def _mlx_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
+@mx.compile
+def _lstm_step(xp: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
+    """One LSTM step for D stacked directions: xp (D,B,4H), h and c (D,B,H), wh_t (D,H,4H)."""
+    return lstm_cell(mx.addmm(xp, h, wh_t), c)
+
+
+def step_recurrence(xp: mx.array, step: Callable[..., tuple[mx.array, mx.array]], *weights: mx.array) -> mx.array:
+    """Time-major xp (T,D,B,4H) -> (T,D,B,H), `step(xp[t], h, c, *weights)` -> (h, c) from zero state."""
     _, num_dirs, batch, gates = xp.shape
     h = mx.zeros((num_dirs, batch, gates // 4), dtype=xp.dtype)
     c = h
     hidden = []
     for t in range(xp.shape[0]):
-        h, c = _lstm_step(xp[t], h, c, wh_t)
+        h, c = step(xp[t], h, c, *weights)
         hidden.append(h)
     return mx.stack(hidden)
 
@@ -86,7 +94,7 @@ def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
     (biases included) and wh_t (D,H,4H) recurrent weights, gates in torch's order (i, f, g, o)
     -> (T,D,B,H) hidden states."""
     if recurrence_backend(xp.dtype) == "mlx":
-        return _mlx_recurrence(xp, wh_t)
+        return step_recurrence(xp, _lstm_step, wh_t)
     scale = _sigmoid_scale(xp.shape[-1])
     xp, wh = mx.contiguous(xp * scale), mx.contiguous(wh_t * scale)
     mx.eval(xp, wh)

@@ -69,6 +69,18 @@ def long_conversation(minutes: float, seed: int = 0) -> np.ndarray:
     return out[:num_samples]
 
 
+def _high_water_mb() -> float:
+    """This process's peak resident memory so far. Linux: VmHWM (getrusage's ru_maxrss carries the
+    parent's resident size over fork + exec, so a child's would never read below its parent's)."""
+    if sys.platform.startswith("linux"):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def _child(model: str, audio: str, embedding_mode: str) -> None:
     """Run in a fresh process: the MLX pipeline on `audio`, then print its peak RSS as JSON."""
     import json
@@ -76,18 +88,18 @@ def _child(model: str, audio: str, embedding_mode: str) -> None:
     import mlx_diar  # noqa: F401  (BLAS before mlx)
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = _high_water_mb()
     pipeline = SpeakerDiarizationPipeline(model_path=model, params={"embedding_mode": embedding_mode})
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = _high_water_mb()
     start = time.perf_counter()
     output = pipeline(audio)
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"peak_mb": _high_water_mb(),
                       "imports_mb": baseline, "loaded_mb": loaded, "seconds": time.perf_counter() - start,
                       "speakers": len(output.speaker_diarization.labels()), "timings": output.timings}))
 
 
 def mlx_peak_rss(model: Path, audio: Path, embedding_mode: str = "exact") -> dict:
-    """Peak resident memory (MB, getrusage) of the MLX pipeline alone on `audio`, in a subprocess."""
+    """Peak resident memory (MB, VmHWM on Linux) of the MLX pipeline alone on `audio`, in a subprocess."""
     import json
     import subprocess
 

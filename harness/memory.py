@@ -48,8 +48,7 @@ class PeakRSS:
             self._thread.join()
             self.peak_mb = max(self.peak_mb, _rss_mb())
         else:
-            scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+            self.peak_mb = _high_water_mb()
 
 
 # ------------------------------------------------------------------------------------------ curve

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+from mlx_diar import _malloc
 
 _PROBE = """
 import resource
@@ -35,20 +35,50 @@ print(tune_malloc(), faults() - before)
 """
 
 
-def _run(env_extra: dict[str, str]) -> tuple[bool, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env_extra
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_tuned_heap_reuses_freed_blocks() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "MLX_DIAR_NO_MALLOC"))}
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, check=True)
     tuned, faults = out.stdout.split()
-    return tuned == "True", int(faults)
+    assert tuned == "True"
+    assert int(faults) < 500, f"{faults} minor page faults for 5 rounds of 10 x 10 MB temporaries"
 
 
-def test_tuned_heap_reuses_freed_blocks() -> None:
-    tuned, faults = _run({})
-    assert tuned
-    assert faults < 500, f"{faults} minor page faults for 5 rounds of 10 x 10 MB temporaries"
+class _RecordingLibc:
+    """Stands in for ctypes.CDLL(None): records mallopt calls instead of changing this process's heap."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+        def mallopt(param: int, value: int) -> int:
+            self.calls.append((param, value))
+            return 1
+
+        self.mallopt = mallopt
 
 
-def test_opt_out_keeps_glibc_defaults() -> None:
-    tuned, faults = _run({"MLX_DIAR_NO_MALLOC_TUNING": "1"})
-    assert not tuned
-    assert faults > 2000, "expected the freed heap to be trimmed and faulted in again without the tuning"
+@pytest.fixture()
+def libc(monkeypatch: pytest.MonkeyPatch) -> _RecordingLibc:
+    fake = _RecordingLibc()
+    monkeypatch.setattr(_malloc, "_TUNED", False)
+    monkeypatch.setattr(_malloc.ctypes, "CDLL", lambda name: fake)
+    monkeypatch.setattr(_malloc.sys, "platform", "linux")
+    monkeypatch.delenv("MLX_DIAR_NO_MALLOC_TUNING", raising=False)
+    return fake
+
+
+def test_tuning_sets_both_thresholds(libc: _RecordingLibc) -> None:
+    assert _malloc.tune_malloc()
+    assert libc.calls == [(_malloc.M_MMAP_THRESHOLD, 32 * 2**20), (_malloc.M_TRIM_THRESHOLD, 512 * 2**20)]
+
+
+def test_opt_out_keeps_glibc_defaults(libc: _RecordingLibc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLX_DIAR_NO_MALLOC_TUNING", "1")
+    assert not _malloc.tune_malloc()
+    assert libc.calls == []
+
+
+def test_other_platforms_untouched(libc: _RecordingLibc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_malloc.sys, "platform", "darwin")
+    assert not _malloc.tune_malloc()
+    assert libc.calls == []

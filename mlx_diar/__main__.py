@@ -13,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
-from mlx_diar.audio import AudioWarning, load_audio, rttm_uri
+from mlx_diar.audio import AudioWarning, closing_audio, open_audio, rttm_uri
 from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
 from mlx_diar.fsutil import atomic_write, writable_dir
 
@@ -106,11 +106,12 @@ def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str
     """Diarize one file; returns its RTTM text. Audio warnings (clipping, silence) go to stderr as one line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AudioWarning)
-        waveform = load_audio(path)
+        waveform = open_audio(path)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    output = pipeline.apply(waveform, uri=uri, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                            max_speakers=args.max_speakers, progress=_progress(path, len(waveform)))
+    with closing_audio(waveform):
+        output = pipeline.apply(waveform, uri=uri, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                                max_speakers=args.max_speakers, progress=_progress(path, len(waveform)))
     annotation = output.exclusive_speaker_diarization if args.exclusive else output.speaker_diarization
     return annotation.to_rttm()
 

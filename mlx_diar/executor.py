@@ -490,10 +490,11 @@ class DiarizeTask(RecordingTask):
                                                    hyper_parameters=self.hyper_parameters)
 
     def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
-        from mlx_diar.audio import load_audio, rttm_uri
+        from mlx_diar.audio import closing_audio, open_audio, rttm_uri
 
-        waveform = load_audio(entry.audio)
-        output = self.pipeline.apply(waveform, uri=rttm_uri(entry.uri), **self.speakers)
+        waveform = open_audio(entry.audio)
+        with closing_audio(waveform):
+            output = self.pipeline.apply(waveform, uri=rttm_uri(entry.uri), **self.speakers)
         annotation = output.exclusive_speaker_diarization if self.exclusive else output.speaker_diarization
         return {"duration_s": len(waveform) / 16000, "speakers": len(annotation.labels()),
                 "timings": output.timings, "files": {f"{record_name(entry.uri)}.rttm": annotation.to_rttm()}}

@@ -12,6 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 
+from mlx_diar.audio import Waveform
+
 
 def num_chunks(num_samples: int, window_size: int, step_size: int) -> tuple[int, bool]:
     """(number of chunks, whether the last one is a zero-padded partial chunk) as `Inference.slide` cuts them.
@@ -25,24 +27,26 @@ def num_chunks(num_samples: int, window_size: int, step_size: int) -> tuple[int,
     return full + int(has_last_chunk), has_last_chunk
 
 
-def chunk_batches(waveform: np.ndarray, window_size: int, step_size: int,
+def chunk_batches(waveform: Waveform, window_size: int, step_size: int,
                   batch_size: int) -> Iterator[np.ndarray]:
     """(num_samples,) -> successive (<= batch_size, window_size) batches of the chunks of `num_chunks`.
 
-    The chunks are strided views of `waveform`; only one batch at a time is copied, so memory
-    does not grow with the overlap of the windows (a 10 s window every 1 s would otherwise
-    copy the audio ten times).
+    Each batch is built from the one span of audio its chunks cover (a view of an array, a read
+    of an `AudioFile`), so memory does not grow with the overlap of the windows (a 10 s window
+    every 1 s would otherwise copy the audio ten times) nor with the recording's length.
     """
     num_samples = waveform.shape[0]
     total, has_last_chunk = num_chunks(num_samples, window_size, step_size)
     full = total - int(has_last_chunk)
-    windows = sliding_window_view(waveform, window_size)[::step_size] if full else waveform[:0, None]
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
-        batch = np.zeros((stop - start, window_size), dtype=waveform.dtype)
-        batch[: max(0, min(stop, full) - start)] = windows[start:stop]
+        batch = np.zeros((stop - start, window_size), dtype=np.float32)
+        whole = max(0, min(stop, full) - start)  # chunks that lie inside the audio
+        if whole:
+            span = waveform[start * step_size:(start + whole - 1) * step_size + window_size]
+            batch[:whole] = sliding_window_view(span, window_size)[::step_size]
         if stop > full:  # the last, partial chunk
-            last = waveform[full * step_size:]
+            last = waveform[full * step_size:num_samples]
             batch[-1, : last.shape[0]] = last
         yield batch
 

@@ -25,7 +25,8 @@ import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
 from mlx_diar._blas import blas_thread_count, blas_threads
-from mlx_diar.audio import SAMPLE_RATE, as_waveform
+from mlx_diar._malloc import release_free_heap
+from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
 from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
 from mlx_diar.errors import ModelDirError, OptionError
 from mlx_diar.inference import aggregate, chunk_batches, trim
@@ -257,7 +258,7 @@ class SpeakerDiarizationPipeline:
         return {**self.options.as_dict(), "params": self.hyper_parameters}
 
     # ------------------------------------------------------------------ stages
-    def segmentation_scores(self, waveform: np.ndarray) -> SlidingWindowFeature:
+    def segmentation_scores(self, waveform: Waveform) -> SlidingWindowFeature:
         """Raw model outputs per 10 s chunk (`Inference.slide` with skip_aggregation, before conversion).
 
         (num_chunks, num_frames, num_classes) log-probabilities (powerset) or probabilities.
@@ -324,7 +325,7 @@ class SpeakerDiarizationPipeline:
         used = np.where(use_clean[:, None, :], clean, masks)
         return np.ascontiguousarray(used.transpose(0, 2, 1))
 
-    def chunk_waveforms(self, waveform: np.ndarray, chunks: SlidingWindow, indices: Sequence[int]) -> np.ndarray:
+    def chunk_waveforms(self, waveform: Waveform, chunks: SlidingWindow, indices: Sequence[int]) -> np.ndarray:
         """(len(indices), samples) audio of those chunks, zero-padded past the end (`Audio.crop(mode="pad")`).
 
         Called one batch at a time, so the overlapping chunks never all exist as copies.
@@ -349,7 +350,7 @@ class SpeakerDiarizationPipeline:
             frames = model.forward_frames(mx.zeros((1, model.min_num_samples)))  # any finite frames
             return np.array(model.forward_embedding(frames, mx.zeros((1, num_speakers, 1))))[0]
 
-    def get_embeddings(self, waveform: np.ndarray, binarized: SlidingWindowFeature,
+    def get_embeddings(self, waveform: Waveform, binarized: SlidingWindowFeature,
                        exclude_overlap: bool | None = None,
                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(num_chunks, num_speakers, dim) embeddings per (chunk, local speaker).
@@ -397,7 +398,7 @@ class SpeakerDiarizationPipeline:
                     progress(stop, len(active))
         return embeddings
 
-    def shared_embeddings(self, waveform: np.ndarray, chunks: SlidingWindow, masks: np.ndarray,
+    def shared_embeddings(self, waveform: Waveform, chunks: SlidingWindow, masks: np.ndarray,
                           active: np.ndarray, out: np.ndarray,
                           progress: Callable[[int, int], None] | None = None,
                           block_chunks: int = 24, margin: float = 2.0) -> None:
@@ -482,14 +483,15 @@ class SpeakerDiarizationPipeline:
                  keep_stages: bool = False) -> DiarizeOutput:
         """Diarize a file path or {"waveform": array, "sample_rate": int[, "uri": str]}."""
         waveform, uri = as_waveform(file)
-        return self.apply(waveform, uri=uri, num_speakers=num_speakers, min_speakers=min_speakers,
-                          max_speakers=max_speakers, progress=progress, keep_stages=keep_stages)
+        with closing_audio(waveform):
+            return self.apply(waveform, uri=uri, num_speakers=num_speakers, min_speakers=min_speakers,
+                              max_speakers=max_speakers, progress=progress, keep_stages=keep_stages)
 
-    def apply(self, waveform: np.ndarray, uri: str = "audio", num_speakers: int | None = None,
+    def apply(self, waveform: Waveform, uri: str = "audio", num_speakers: int | None = None,
               min_speakers: int | None = None, max_speakers: int | None = None,
               progress: Callable[[str, int, int], None] | None = None,
               keep_stages: bool = False) -> DiarizeOutput:
-        """`SpeakerDiarization.apply` on a mono 16 kHz float32 waveform."""
+        """`SpeakerDiarization.apply` on a mono 16 kHz float32 waveform (an array or an `AudioFile`)."""
         num_speakers, min_speakers, max_speakers = set_num_speakers(num_speakers, min_speakers, max_speakers)
         stages: dict[str, Any] = {}
         timings: dict[str, float] = {}
@@ -497,6 +499,7 @@ class SpeakerDiarizationPipeline:
         scores = self.segmentation_scores(waveform)
         segmentations = self.to_multilabel(scores)
         binarized = self.binarize_segmentations(segmentations)
+        release_free_heap()
         timings["segmentation"] = time.perf_counter() - t0
         t = time.perf_counter()
         count = self.speaker_count(binarized)
@@ -512,6 +515,7 @@ class SpeakerDiarizationPipeline:
         embeddings = self.get_embeddings(
             waveform, binarized,
             progress=(lambda done, total: progress("embeddings", done, total)) if progress else None)
+        release_free_heap()
         timings["embeddings"] = time.perf_counter() - t
         stages["embeddings"] = embeddings
         t = time.perf_counter()

@@ -82,3 +82,26 @@ def test_other_platforms_untouched(libc: _RecordingLibc, monkeypatch: pytest.Mon
     monkeypatch.setattr(_malloc.sys, "platform", "darwin")
     assert not _malloc.tune_malloc()
     assert libc.calls == []
+
+
+_RELEASE_PROBE = """
+import mlx_diar
+import mlx.core as mx
+from harness.memory import _rss_mb
+from mlx_diar._malloc import release_free_heap
+
+x = mx.random.normal((2_500_000,))
+live = [mx.exp(x) + k for k in range(20)]  # 200 MB of 10 MB blocks in the heap
+mx.eval(live)
+del live
+kept = _rss_mb()
+release_free_heap()
+print(kept - _rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_release_hands_the_kept_heap_back() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "MLX_DIAR_NO_MALLOC"))}
+    out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, env=env, check=True)
+    assert float(out.stdout.split()[-1]) > 100, "MB returned to the system by release_free_heap"

@@ -130,16 +130,16 @@ def read_sources(pytorch_path: str | Path, model_type: str, token: str | None = 
     return sources
 
 
-def cast_weights(weights: dict[str, np.ndarray], role: str, policy: precision.Policy) -> dict[str, mx.array]:
-    """Stage 3, cast: float weights to their precision block's storage dtype (integer arrays unchanged)."""
-    arrays = {name: mx.array(np.asarray(v, np.float32) if np.issubdtype(v.dtype, np.floating) else v)
-              for name, v in sorted(weights.items())}
-    return precision.cast_arrays(arrays, role, policy, "weights")
+def float32_arrays(weights: dict[str, np.ndarray]) -> dict[str, mx.array]:
+    """Stage 3: the sanitized weights as MLX arrays, floating ones in float32 (integer arrays unchanged)."""
+    return {name: mx.array(np.asarray(v, np.float32) if np.issubdtype(v.dtype, np.floating) else v)
+            for name, v in sorted(weights.items())}
 
 
 def quantize_weights(entry: dict[str, Any], role: str, arrays: dict[str, mx.array], bits: int, group_size: int,
                      keep_8bit: dict[str, frozenset[str]]) -> tuple[dict[str, mx.array], dict[str, Any], tuple[int, int]]:
-    """Stage 4, quantize: (arrays with quantized units, {path: unit record}, (quantized, all) parameters)."""
+    """Stage 4, quantize (from the float32 weights): (arrays with quantized units, {path: unit record},
+    (quantized, all) parameters)."""
     model = build_model(entry)
     chosen = quantize_module.plan(model, role, bits, group_size, keep_8bit)
     return quantize_module.quantize_arrays(arrays, chosen), chosen, quantize_module.parameter_share(model, chosen, role)
@@ -161,8 +161,9 @@ def convert_pyannote_model(
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
 
-    Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `cast_weights` (precision
-    policy: `dtype` with `precision_mode` "default" or "pure") -> `quantize_weights` -> write.
+    Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `float32_arrays` ->
+    `quantize_weights` -> cast (precision policy: `dtype` with `precision_mode` "default" or
+    "pure"; `precision.cast_arrays`) -> write.
     Nothing is ever destroyed: an existing non-empty `mlx_path` is refused unless `force`
     (and even then only an mlx-diar model directory is replaced), and an output equal to,
     inside, or containing the input is refused. The directory is written to a temporary
@@ -200,12 +201,14 @@ def convert_pyannote_model(
     for role, path in sources.files.items():
         entry, model_weights = _convert_one(path, role, fold_bn=fold_bn)
         config[role] = entry
-        role_arrays = cast_weights(model_weights, role, policy)
+        role_arrays = float32_arrays(model_weights)
         if quantize:
             role_arrays, chosen, (quantized, total) = quantize_weights(entry, role, role_arrays, quantize, q_group_size,
                                                                         kept)
             config["quantization"]["layers"][role] = chosen
             config["quantization"]["parameters"][role] = {"quantized": quantized, "total": total}
+        # stage 5, cast: float weights to their precision block's storage dtype (quantization scales stay float32)
+        role_arrays = precision.cast_arrays(role_arrays, role, policy, "weights")
         arrays.update({f"{role}.{k}": v for k, v in role_arrays.items()})
 
     with atomic_directory(mlx_path, replace=force) as work:

@@ -28,7 +28,7 @@ from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34
 
 FORMAT_VERSION = 1
-CONVERTER_VERSION = 2  # 2: precision policy, quantized LSTM/conv units. Bump when a sanitize or the on-disk layout changes: cached conversions are then redone
+CONVERTER_VERSION = 3  # 2: precision policy, quantized LSTM/conv units; 3: float32 quantization scales, LSTM float32 in the default half-precision policies. Bump when a sanitize or the on-disk layout changes: cached conversions are then redone
 DEFAULT_SHARD_SIZE = 5 * 1024**3
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

@@ -65,9 +65,9 @@ NUMPY_STAGES = {"l2_norm_plda": "float64", "clustering": "float32/float64 as pya
 # The default policy's blocks kept in float32 whatever --dtype says (see the sensitivity map in
 # docs/precision.md: these are the blocks whose reduction alone costs the most at the output).
 KEEP_FLOAT32: dict[str, dict[str, frozenset[str]]] = {
-    "float16": {"segmentation": frozenset({"sincnet", "activation"}),
+    "float16": {"segmentation": frozenset({"sincnet", "lstm", "activation"}),
                 "embedding": frozenset({"fbank", "pool"})},
-    "bfloat16": {"segmentation": frozenset({"sincnet", "activation"}),
+    "bfloat16": {"segmentation": frozenset({"sincnet", "lstm", "activation"}),
                  "embedding": frozenset({"fbank", "pool"})},
 }
 
@@ -158,11 +158,16 @@ def block_of(role: str, path: str) -> str:
     return name
 
 
+# a quantized unit's per-group scales and biases (mlx_diar.quantize): always float32, whatever the block's dtype
+QUANTIZATION_PARAMS = (".scales", ".biases")
+
+
 def cast_arrays(arrays: Mapping[str, mx.array], role: str, p: Policy, which: str) -> dict[str, mx.array]:
-    """Floating arrays cast to their block's `which` ("weights" or "compute") dtype; others unchanged."""
+    """Floating arrays cast to their block's `which` ("weights" or "compute") dtype; others (integer
+    arrays, quantization scales and biases) unchanged."""
     out = {}
     for path, value in arrays.items():
-        if mx.issubdtype(value.dtype, mx.floating):
+        if mx.issubdtype(value.dtype, mx.floating) and not path.endswith(QUANTIZATION_PARAMS):
             value = value.astype(DTYPES[getattr(p[role][block_of(role, path)], which)])
         out[path] = value
     return out

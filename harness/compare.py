@@ -31,7 +31,7 @@ import numpy as np
 
 from harness import targets
 from harness.memory import PeakRSS
-from harness.metrics import min_cosine, segmentation_agreement
+from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.corpus import CorpusEntry
@@ -436,7 +436,8 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
         row.segmentation_frame_agreement, row.segmentation_frame_agreement_decided = segmentation_agreement(
             out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
         if "embeddings" in ref.arrays:
-            row.embedding_min_cosine = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
+            row.embedding_min_cosine_own_masks = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
+            row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays)
     if item.reference is not None:
         s = score(item.reference, hypothesis, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -179,3 +179,20 @@ def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
     a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])
     cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     return float(np.nanmin(cos))
+
+
+def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mapping[str, np.ndarray]) -> float:
+    """The MLX embedding stage's error alone: its embeddings computed from pyannote's own binarized
+    segmentation (the same pooling masks and chunks), smallest cosine against pyannote's embeddings.
+
+    The pipeline's embeddings pool over the MLX segmentation's masks; where a reduced-precision
+    segmentation moves a speaker boundary by a frame, a (chunk, speaker) pooled over a few frames
+    changes direction whatever the embedding model's precision. That is the segmentation's error
+    (counted by frame agreement and DER), so the embedding target is measured on identical inputs.
+    """
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    start, duration, step = (float(v) for v in reference_arrays["segmentation.window"])
+    binarized = SlidingWindowFeature(reference_arrays["segmentation"],
+                                     SlidingWindow(start=start, duration=duration, step=step))
+    return min_cosine(pipeline.get_embeddings(waveform, binarized), reference_arrays["embeddings"])

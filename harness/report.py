@@ -91,6 +91,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "duration_s": _secs, "speakers": _int, "reference_speakers": _int,
     "der_vs_reference": _pct, "jer_vs_reference": _pct, "der_vs_pyannote": _pct, "jer_vs_pyannote": _pct,
     "segmentation_frame_agreement": _pct, "segmentation_frame_agreement_decided": _pct, "embedding_min_cosine": _cos,
+    "embedding_min_cosine_own_masks": _cos,
     "seconds": _secs, "rtf": _secs, "speed_ratio": _ratio, "peak_rss_mb": _mb,
     "depth": _int, "warmup_runs": _int,
 }

@@ -54,7 +54,8 @@ class PipelineRow:
     jer_vs_pyannote: float = NAN
     segmentation_frame_agreement: float = NAN
     segmentation_frame_agreement_decided: float = NAN
-    embedding_min_cosine: float = NAN
+    embedding_min_cosine: float = NAN  # the embedding stage on pyannote's masks (`metrics.embedding_min_cosine`)
+    embedding_min_cosine_own_masks: float = NAN  # the pipeline's embeddings, on its own segmentation's masks
     target: str = ""
     passed: bool | None = None
 

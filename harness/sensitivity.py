@@ -108,15 +108,15 @@ def probe_models(probe: Probe, float32_dir: Path):
     return models
 
 
-def score_run(reference, output, uem) -> dict[str, Any]:
-    """A probe's errors on one file against pyannote float32."""
-    from harness.metrics import min_cosine, score, segmentation_agreement
+def score_run(reference, output, uem, pipeline, waveform) -> dict[str, Any]:
+    """A probe's errors on one file against pyannote float32 (the embedding cosine on pyannote's masks)."""
+    from harness.metrics import embedding_min_cosine, score, segmentation_agreement
 
     scores, ref_scores = output.stages["segmentation_scores"].data, reference.arrays["segmentation_scores"]
     frames, _ = segmentation_agreement(scores, ref_scores)
     return {"seg_max_abs_logprob": float(np.abs(scores - ref_scores).max()),
             "seg_frames": frames,
-            "emb_min_cosine": min_cosine(output.stages["embeddings"], reference.arrays["embeddings"]),
+            "emb_min_cosine": embedding_min_cosine(pipeline, waveform, reference.arrays),
             "der_vs_pyannote": score(reference.diarization, output.speaker_diarization, uem)["der"],
             "speakers_equal": len(output.speaker_diarization.labels()) == len(reference.diarization.labels())}
 
@@ -137,7 +137,7 @@ def run_map(items, references: dict[str, Any], float32_dir: Path, probe_list: li
             output = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
             row = {"file": item.uri, "dtype": probe.dtype, "kind": probe.kind, "role": probe.role or "",
                    "block": probe.block or "", "seconds": time.perf_counter() - start}
-            row.update(score_run(references[item.uri], output, item.uem))
+            row.update(score_run(references[item.uri], output, item.uem, pipeline, item.waveform))
             rows.append(row)
         log(f"[{k + 1}/{len(probe_list)}] {probe.label}: DER {row['der_vs_pyannote']:.4%}, "
             f"frames {row['seg_frames']:.4%}, cosine {row['emb_min_cosine']:.6f}")
@@ -153,6 +153,12 @@ def worst(frame):
         speakers_equal=("speakers_equal", "all")).reset_index()
 
 
+def _min_or_dash(group, column: str) -> str:
+    """The column's minimum over the group as a cosine, or a dash where it was not measured."""
+    value = group[column].min() if column in group else float("nan")
+    return "–" if value != value else f"{value:.5f}"
+
+
 def variants_markdown(pipeline, timing) -> list[str]:
     """Per MLX variant, worst file: DER, frames, cosine, speakers, size on disk, share quantized, speed vs float32."""
     mlx = pipeline[(pipeline["side"] == "mlx") & (pipeline["file"] != "(all)")]
@@ -166,11 +172,13 @@ def variants_markdown(pipeline, timing) -> list[str]:
         verdict = "reported" if not checked else ("✅" if all(checked) else "❌")
         speed = f"{base / totals[variant]:.2f}×" if base and variant in totals else "–"
         rows.append([str(variant), f"{100 * g['der_vs_pyannote'].max():.2f}", f"{100 * g['segmentation_frame_agreement'].min():.2f} %",
-                     f"{g['embedding_min_cosine'].min():.5f}", "yes" if (g["speakers"] == g["pyannote_speakers"]).all() else "NO",
+                     f"{g['embedding_min_cosine'].min():.5f}", _min_or_dash(g, "embedding_min_cosine_own_masks"),
+                     "yes" if (g["speakers"] == g["pyannote_speakers"]).all() else "NO",
                      f"{g['size_mb'].iloc[0]:.1f}", f"{100 * g['quantized_share'].iloc[0]:.1f} %", speed,
                      str(g["target"].iloc[0] or "–"), verdict])
-    header = ["variant", "DER vs pyannote (pt, worst file)", "seg. frames equal (min)", "emb. cosine (min)",
-              "speakers equal", "size MB", "params quantized", "speed vs MLX float32", "target", "pass"]
+    header = ["variant", "DER vs pyannote (pt, worst file)", "seg. frames equal (min)",
+              "emb. cosine, pyannote's masks (min)", "emb. cosine, own masks (min, not gated)", "speakers equal",
+              "size MB", "params quantized", "speed vs MLX float32", "target", "pass"]
     return ["### Precision variants", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness import targets
-from harness.memory import PeakRSS
+from harness.memory import PeakRSS, memory_curve
 from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
 from mlx_diar.audio import SAMPLE_RATE
@@ -597,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<time>-<hash>)")
     parser.add_argument("--layer-items", type=int, default=1, help="chunks/items whose layers are compared")
     parser.add_argument("--check", action="store_true", help="exit 1 when a parity target is missed")
+    parser.add_argument("--memory-curve", type=float, nargs="+", default=None, metavar="MINUTES",
+                        help="also measure the MLX side's peak memory on synthetic conversations of these lengths")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
@@ -641,6 +643,9 @@ def _compare(args, argv: list[str]) -> int:
 
     if args.layer_items < 1:
         raise OptionError(f"--layer-items {args.layer_items}: must be at least 1")
+    bad = [m for m in args.memory_curve or () if not 0 < m <= 24 * 60]
+    if bad:
+        raise OptionError(f"--memory-curve {bad[0]:g}: minutes must be above 0 and at most 1440")
     created = dt.datetime.now(dt.timezone.utc)
     out = args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}"
     writable_dir(out, f"--out {out}", "reports ")
@@ -651,10 +656,11 @@ def _compare(args, argv: list[str]) -> int:
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
     sensitivity = pd.DataFrame(sensitivity_map(items, args.checkpoint, log=None if args.quiet else print)
                                if args.sensitivity else [])
+    memory = memory_curve(args.memory_curve, workdir=out) if args.memory_curve else None
     failures = first_failure(result.layers, result.pipeline)
     meta = report_meta(args, argv, created, failures, result.meta["checkpoint"], result.meta["fixture"])
     paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations,
-                          sensitivity)
+                          sensitivity, memory)
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
     print(meta["verdict"]["text"])
     print(paths["summary.md"])

@@ -129,14 +129,24 @@ def memory_curve(minutes: list[float], embedding_mode: str = "exact", workdir: P
     return rows
 
 
-def curve_table(rows: list[dict]) -> str:
-    """Markdown: minutes, peak MB, growth over the shortest file."""
-    lines = ["| minutes | mode | peak RSS MB | after model load MB | growth vs first | MLX seconds |",
-             "|---:|---|---:|---:|---:|---:|"]
-    for row in rows:
-        growth = row["peak_mb"] / rows[0]["peak_mb"] - 1
-        lines.append(f"| {row['minutes']:g} | {row['embedding_mode']} | {row['peak_mb']:.0f} | "
-                     f"{row['loaded_mb']:.0f} | {growth:+.1%} | {row['seconds']:.1f} |")
+def curve_frame(rows: list[dict]):
+    """`memory_curve`'s rows as a table: minutes, mode, peak MB, growth over the first (shortest) file,
+    MB after imports and after model load, MLX seconds."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: row[k] for k in ("minutes", "embedding_mode", "peak_mb", "imports_mb", "loaded_mb",
+                                               "seconds")} for row in rows])
+    frame.insert(3, "growth_vs_first", frame["peak_mb"] / frame["peak_mb"].iloc[0] - 1)
+    return frame
+
+
+def curve_table(frame) -> str:
+    """Markdown of a `curve_frame`."""
+    lines = ["| minutes | mode | peak RSS MB | growth vs first | after imports MB | after model load MB | MLX seconds |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in frame.itertuples():
+        lines.append(f"| {r.minutes:g} | {r.embedding_mode} | {r.peak_mb:.0f} | {r.growth_vs_first:+.1%} | "
+                     f"{r.imports_mb:.0f} | {r.loaded_mb:.0f} | {r.seconds:.1f} |")
     return "\n".join(lines)
 
 
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-mode", choices=("exact", "shared"), default="exact")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    table = curve_table(memory_curve(args.minutes, args.embedding_mode))
+    table = curve_table(curve_frame(memory_curve(args.minutes, args.embedding_mode)))
     print(table)
     if args.out is not None:
         from mlx_diar.fsutil import atomic_write

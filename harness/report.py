@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.memory import curve_frame, curve_table
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
 from mlx_diar.fsutil import atomic_write
 from mlx_diar.pipeline import STAGES
@@ -29,23 +30,26 @@ DASH = "–"
 
 def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[PipelineRow],
                   timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations],
-                  sensitivity: pd.DataFrame | None = None) -> dict[str, Path]:
+                  sensitivity: pd.DataFrame | None = None, memory: Sequence[dict] | None = None) -> dict[str, Path]:
     """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
 
     Each file is written atomically (`mlx_diar.fsutil.atomic_write`): a report is complete or absent.
     With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table in
-    summary.md and its plot in report.html.
+    summary.md and its plot in report.html; with `memory` rows (`harness.memory.memory_curve`),
+    memory.csv and the memory curve in both reports.
     """
     out_dir = Path(out_dir)
     frames = to_frame(layers, LayerRow), to_frame(pipeline, PipelineRow), to_frame(timing, TimingRow)
     sensitivity = sensitivity if sensitivity is not None and len(sensitivity) else None
+    curve = curve_frame(memory) if memory else None
     contents = {
         "layers.csv": frames[0].to_csv(index=False),
         "pipeline.csv": frames[1].to_csv(index=False),
         "timing.csv": frames[2].to_csv(index=False),
         **({"sensitivity.csv": sensitivity.to_csv(index=False)} if sensitivity is not None else {}),
-        "summary.md": summary_markdown(*frames, meta, sensitivity),
-        "report.html": report_html(*frames, meta, diarizations, sensitivity),
+        **({"memory.csv": curve.to_csv(index=False)} if curve is not None else {}),
+        "summary.md": summary_markdown(*frames, meta, sensitivity, curve),
+        "report.html": report_html(*frames, meta, diarizations, sensitivity, curve),
     }
     return {name: atomic_write(out_dir / name, text) for name, text in contents.items()}
 
@@ -151,7 +155,7 @@ def _weights(entry: dict) -> str:
 
 
 def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                     sensitivity: pd.DataFrame | None = None) -> str:
+                     sensitivity: pd.DataFrame | None = None, memory: pd.DataFrame | None = None) -> str:
     """A short markdown report for a pull-request comment or a CI job summary."""
     from harness import sensitivity as precision_report
 
@@ -179,6 +183,9 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
         *_md_table(["file", "variant", "total s pyannote / MLX", "RTF pyannote / MLX", "speed-up",
                     "peak RSS MB pyannote / MLX"], _speed_rows(timing)),
         "",
+        *([] if memory is None else [
+            "### Memory curve (MLX side alone, float32, synthetic conversations, a fresh process each)", "",
+            curve_table(memory), ""]),
         *precision_report.variants_markdown(pipeline, timing),
         *(precision_report.markdown(sensitivity) if sensitivity is not None else []),
     ]
@@ -273,7 +280,8 @@ def _e(value: Any) -> str:
 
 
 def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
-                diarizations: dict[str, Diarizations], sensitivity: pd.DataFrame | None = None) -> str:
+                diarizations: dict[str, Diarizations], sensitivity: pd.DataFrame | None = None,
+                memory: pd.DataFrame | None = None) -> str:
     """The whole report as one HTML document with no external resources."""
     import matplotlib
 
@@ -312,6 +320,10 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         f'<p class="small">{_e(meta.get("warmup", ""))}</p>',
         *timing_plots,
         _frame_html(timing),
+        *([] if memory is None else ["<h3>Memory curve</h3>",
+                                     '<p class="small">Peak resident memory (VmHWM) of the MLX pipeline alone, '
+                                     "float32, on synthetic conversations, a fresh process per length.</p>",
+                                     _frame_html(memory)]),
         *sensitivity_html,
         "<h2>4. Failures</h2>",
         "<ol>" + "".join(f"<li>{_e(f)}</li>" for f in failures) + "</ol>" if failures else "<p>None.</p>",

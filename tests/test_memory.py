@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from harness.memory import curve_table, memory_curve
+from harness.memory import curve_frame, curve_table, memory_curve
 
 
 def test_memory_curve_measures_the_child_alone(tmp_path) -> None:
@@ -16,4 +16,4 @@ def test_memory_curve_measures_the_child_alone(tmp_path) -> None:
     assert row["imports_mb"] < row["loaded_mb"] < row["peak_mb"]
     assert row["imports_mb"] < min(parent_mb, 400), (row, parent_mb)
     assert row["speakers"] >= 1 and row["seconds"] > 0
-    assert "| 0.25 | exact |" in curve_table(rows)
+    assert "| 0.25 | exact |" in curve_table(curve_frame(rows))

@@ -123,6 +123,8 @@ def test_dataset_and_layer_items_options(tmp_path: Path, capsys) -> None:
     wav = _wav(tmp_path)
     assert "--layer-items 0" in _error(["--audio", str(wav), "--layer-items", "0", "--out", str(tmp_path / "r")],
                                        capsys)
+    line = _error(["--audio", str(wav), "--memory-curve", "10", "-5", "--out", str(tmp_path / "r")], capsys)
+    assert "--memory-curve -5: minutes must be above 0" in line
 
 
 def test_error_types_for_the_python_api(tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ def _write(path: Path, seconds: float, sr: int = 16000, channels: int = 1, subty
 
 
 @pytest.mark.parametrize("name,channels,subtype", [("a.wav", 1, "PCM_16"), ("b.wav", 2, "PCM_24"),
-                                                   ("c.wav", 3, "FLOAT"), ("d.aiff", 1, "PCM_16")])
+                                                   ("c.wav", 3, "FLOAT"), ("d.aiff", 1, "PCM_16"),
+                                                   ("e.wav", 17, "FLOAT")])
 def test_slices_equal_the_whole_decode(tmp_path: Path, name: str, channels: int, subtype: str) -> None:
     path = _write(tmp_path / name, 3.3, channels=channels, subtype=subtype)
     expected = load_audio(path)

@@ -216,7 +216,8 @@ class ModelTaps:
             arrays["inputs/segmentation"] = inputs.float().numpy()
             for name, value in segmentation_layers(self.seg_model, inputs).items():
                 arrays[f"layers/segmentation/{name}"] = value
-            arrays["float64/segmentation/activation"] = segmentation_float64(self.seg_model, inputs[:, 0].numpy())
+            for name, value in segmentation_float64(self.seg_model, inputs[:, 0].numpy(), layers=True).items():
+                arrays[f"float64/segmentation/{name}"] = value
         if "embedding" in self.inputs:
             # the (chunk, speaker) items of the first batch with the most speech: an all-zero
             # mask would make pooling and everything after it trivially equal

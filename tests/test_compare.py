@@ -50,6 +50,7 @@ def test_report_files_and_columns(report) -> None:
     embedding = layers[layers.model == "embedding"]
     assert len(segmentation) == 20  # wav_norm1d, 3 x (conv, pool, norm), sincnet, 4 lstm + lstm, 2 linear, classifier, activation
     assert {"lstm.0", "lstm.3", "classifier", "activation"} <= set(segmentation.layer)
+    assert np.isfinite(segmentation.f64_err_mlx).all()  # every segmentation layer is gated against float64
     assert {"fbank", "resnet.layer1", "resnet.layer4", "resnet.pool", "resnet.seg_1"} <= set(embedding.layer)
     assert layers.passed.all()
     pipeline = pd.read_csv(out / "pipeline.csv")

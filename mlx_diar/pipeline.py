@@ -504,7 +504,12 @@ class SpeakerDiarizationPipeline:
         t = time.perf_counter()
         count = self.speaker_count(binarized)
         timings["speaker_counting"] = time.perf_counter() - t
-        stages.update(segmentation_scores=scores, segmentation=segmentations, speaker_counting=count)
+        stages.update(segmentation=segmentations, speaker_counting=count)
+        if keep_stages:
+            stages["segmentation_scores"] = scores
+        # the raw powerset scores are not needed past this point (pyannote keeps only the multilabel
+        # segmentations): 7 float32 classes per frame, 59 MB per hour of audio
+        del scores
         empty = Annotation(uri=uri)
         if count.data.size == 0 or np.nanmax(count.data) == 0.0:
             timings["total"] = time.perf_counter() - t0

@@ -8,8 +8,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _rss_mb() -> float:
@@ -129,7 +133,7 @@ def memory_curve(minutes: list[float], embedding_mode: str = "exact", workdir: P
     return rows
 
 
-def curve_frame(rows: list[dict]):
+def curve_frame(rows: list[dict]) -> pd.DataFrame:
     """`memory_curve`'s rows as a table: minutes, mode, peak MB, growth over the first (shortest) file,
     MB after imports and after model load, MLX seconds."""
     import pandas as pd
@@ -140,7 +144,7 @@ def curve_frame(rows: list[dict]):
     return frame
 
 
-def curve_table(frame) -> str:
+def curve_table(frame: pd.DataFrame) -> str:
     """Markdown of a `curve_frame`."""
     lines = ["| minutes | mode | peak RSS MB | growth vs first | after imports MB | after model load MB | MLX seconds |",
              "|---:|---|---:|---:|---:|---:|---:|"]

@@ -193,6 +193,7 @@ def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mappi
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
     start, duration, step = (float(v) for v in reference_arrays["segmentation.window"])
-    binarized = SlidingWindowFeature(reference_arrays["segmentation"],
-                                     SlidingWindow(start=start, duration=duration, step=step))
+    # pyannote records powerset outputs already hard, multilabel ones as scores: binarized as its get_embeddings does
+    binarized = pipeline.binarize_segmentations(SlidingWindowFeature(
+        reference_arrays["segmentation"], SlidingWindow(start=start, duration=duration, step=step)))
     return min_cosine(pipeline.get_embeddings(waveform, binarized), reference_arrays["embeddings"])

@@ -117,7 +117,7 @@ class AudioFile:
     What `open_audio` returns for uncompressed files already at the pipeline's sample rate:
     the pipeline reads each batch of chunks when it needs it, so an hour of audio never sits
     in memory (230 MB as float32). Each slice is decoded and downmixed exactly as `load_audio`
-    does the whole file. The file stays open until `close()` (or the end of a `with` block).
+    does the whole file. The file stays open until `close()` (`with closing_audio(...)`).
     """
 
     dtype = np.dtype(np.float32)
@@ -150,12 +150,6 @@ class AudioFile:
     def close(self) -> None:
         """Close the file (further reads fail)."""
         self._file.close()
-
-    def __enter__(self) -> "AudioFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 Waveform = Union[np.ndarray, AudioFile]

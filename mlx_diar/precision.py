@@ -163,11 +163,13 @@ QUANTIZATION_PARAMS = (".scales", ".biases")
 
 
 def cast_arrays(arrays: Mapping[str, mx.array], role: str, p: Policy, which: str) -> dict[str, mx.array]:
-    """Floating arrays cast to their block's `which` ("weights" or "compute") dtype; others (integer
-    arrays, quantization scales and biases) unchanged."""
+    """Floating arrays cast to their block's `which` ("weights" or "compute") dtype, quantization
+    scales and biases to float32 (also those an older converter stored reduced); integer arrays unchanged."""
     out = {}
     for path, value in arrays.items():
-        if mx.issubdtype(value.dtype, mx.floating) and not path.endswith(QUANTIZATION_PARAMS):
+        if path.endswith(QUANTIZATION_PARAMS):
+            value = value.astype(mx.float32)
+        elif mx.issubdtype(value.dtype, mx.floating):
             value = value.astype(DTYPES[getattr(p[role][block_of(role, path)], which)])
         out[path] = value
     return out

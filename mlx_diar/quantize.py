@@ -172,11 +172,11 @@ def quantized_matmul_t(x: mx.array, weight: mx.array, scales: mx.array, biases: 
     MLX's CPU kernel accumulates in its input dtype: over 5120 inputs (the embedding layer's
     size) bfloat16 gave a relative error of 7.9e-2 against the dequantized float32 product and
     float16 1.1e-2, where a dense matmul in the same dtypes gives 2.9e-3 / 3.7e-4 (MLX 0.32, CPU).
-    So the product runs on float32 activations, scales and biases (the converter stores scales
-    and biases in float32 and `precision.cast_arrays` leaves them so).
+    So the product runs on float32 activations; scales and biases are float32 already (the
+    converter stores them so and `precision.cast_arrays` keeps them so at load).
     """
-    out = mx.quantized_matmul(x.astype(mx.float32), weight, scales.astype(mx.float32), biases.astype(mx.float32),
-                              transpose=True, group_size=group_size, bits=bits)
+    out = mx.quantized_matmul(x.astype(mx.float32), weight, scales, biases, transpose=True,
+                              group_size=group_size, bits=bits)
     return out.astype(x.dtype)
 
 

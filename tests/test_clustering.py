@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness import targets
+from mlx_diar.clustering import linkage as lean_linkage
 from mlx_diar.clustering import (
     PLDA,
     AgglomerativeClustering,
@@ -39,7 +40,10 @@ class _FixturePLDA:
 # --------------------------------------------------------------------------- (a) real fixture
 
 
-def test_fixture_ahc_exact() -> None:
+@pytest.mark.parametrize("lean_bytes", [None, 0], ids=["scipy", "lean"])
+def test_fixture_ahc_exact(lean_bytes: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if lean_bytes is not None:  # the one-matrix linkage that long recordings take
+        monkeypatch.setattr(lean_linkage, "LEAN_LINKAGE_BYTES", lean_bytes)
     ahc = ahc_init(_fixture("train_embeddings"), threshold=0.6)
     np.testing.assert_array_equal(ahc, _fixture("ahc_clusters"))
 
@@ -283,3 +287,24 @@ def test_agglomerative_matches_pyannote(
     )
     with np.errstate(invalid="ignore"):
         _assert_same_outputs(ours(embeddings, segmentations, num, lo, hi), theirs)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("clustering", ["vbx", "agglomerative"])
+def test_one_matrix_linkage_matches_pyannote(
+    pyannote_clustering, plda, ref_plda, clustering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The linkage long recordings take (forced here on a short one) gives pyannote's output."""
+    monkeypatch.setattr(lean_linkage, "LEAN_LINKAGE_BYTES", 0)
+    embeddings, segmentations = _synthetic(6, nan_inactive=True, rare=3)
+    if clustering == "vbx":
+        ref = _ref_vbx(pyannote_clustering, ref_plda)
+        ours = VBxClustering(plda, VBxParameters(threshold=0.6, Fa=0.07, Fb=0.8))
+    else:
+        params = dict(method="centroid", min_cluster_size=12, threshold=0.7045654963945799)
+        ref = pyannote_clustering.AgglomerativeClustering(metric="cosine")
+        ref.instantiate(params)
+        ours = AgglomerativeClustering(AgglomerativeParameters(**params))
+    theirs = ref(embeddings.copy(), _swf(segmentations), min_clusters=1, max_clusters=np.inf)
+    with np.errstate(invalid="ignore"):
+        _assert_same_outputs(ours(embeddings, segmentations), theirs)

@@ -4,6 +4,7 @@ No neural network here. Modules follow pyannote's own:
 
 - `vbx`: `pyannote.audio.utils.vbx` (`l2_norm`, `vbx_setup`, `VBx`, `cluster_vbx`);
 - `plda`: `pyannote.audio.core.plda.PLDA`;
+- `linkage`: scipy's centroid `linkage` as pyannote calls it, with one distance matrix;
 - `assignment`: `BaseClustering` (`set_num_clusters`, `filter_embeddings`,
   `constrained_argmax`, `assign_embeddings`, `__call__`);
 - `vbx_clustering`: `VBxClustering` and its typed hyper-parameters `VBxParameters`;

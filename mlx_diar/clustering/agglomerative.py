@@ -1,6 +1,7 @@
 """Mirrors pyannote.audio.pipelines.clustering.AgglomerativeClustering (pyannote 3.1-style clustering).
 
-Linkage and cuts are scipy's `linkage` / `fcluster`, called as pyannote calls them.
+Linkage and cuts are scipy's `linkage` / `fcluster`, called as pyannote calls them (centroid
+linkage through `centroid_linkage`, the same merges with one distance matrix).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mlx_diar.clustering.assignment import (
     set_num_clusters,
     single_cluster,
 )
+from mlx_diar.clustering.linkage import centroid_linkage
 from mlx_diar.parameters import Parameters
 
 # pyannote's Categorical choices for `method` (scipy linkage methods)
@@ -83,7 +85,10 @@ class AgglomerativeClustering(BaseClustering):
         if self.metric == "cosine" and method in ("centroid", "median", "ward"):
             with np.errstate(divide="ignore", invalid="ignore"):
                 embeddings = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True)
-            dendrogram = linkage(embeddings, method=method, metric="euclidean")
+            if method == "centroid":
+                dendrogram = centroid_linkage(embeddings)
+            else:
+                dendrogram = linkage(embeddings, method=method, metric="euclidean")
         else:
             dendrogram = linkage(embeddings, method=method, metric=self.metric)
 

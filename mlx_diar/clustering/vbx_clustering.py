@@ -1,6 +1,7 @@
 """Mirrors pyannote.audio.pipelines.clustering.VBxClustering: AHC initialisation, VBx, centroid assignment.
 
-The AHC is scipy's `linkage` / `fcluster` and the forced-count re-clustering scikit-learn's
+The AHC is scipy's centroid `linkage` (run by `centroid_linkage`, which holds one distance
+matrix where scipy holds two) and `fcluster`, and the forced-count re-clustering scikit-learn's
 `KMeans`, called with pyannote's arguments. Every array keeps the dtype pyannote gives it
 (float32 embeddings stay float32 where pyannote keeps them so; PLDA and VBx work in float64).
 """
@@ -11,7 +12,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.cluster.hierarchy import fcluster
 
 from mlx_diar.clustering.assignment import (
     BaseClustering,
@@ -20,6 +21,7 @@ from mlx_diar.clustering.assignment import (
     single_cluster,
     soft_clusters,
 )
+from mlx_diar.clustering.linkage import centroid_linkage
 from mlx_diar.clustering.plda import PLDA
 from mlx_diar.clustering.vbx import cluster_vbx
 from mlx_diar.parameters import Parameters
@@ -47,7 +49,7 @@ def ahc_init(train_embeddings: np.ndarray, threshold: float) -> np.ndarray:
     The AHC step of `VBxClustering.__call__`.
     """
     normed = train_embeddings / np.linalg.norm(train_embeddings, axis=1, keepdims=True)
-    dendrogram = linkage(normed, method="centroid", metric="euclidean")
+    dendrogram = centroid_linkage(normed)
     clusters = fcluster(dendrogram, threshold, criterion="distance") - 1
     return np.unique(clusters, return_inverse=True)[1]
 

@@ -199,6 +199,15 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
     assert rel_l2(reference[last], reference["lstm"]) < 1e-6
 
 
+def test_sincnet_sub_batches(pair: Pair, chunks: np.ndarray) -> None:
+    """SincNet over a few chunks at a time (as the pipeline runs it), the LSTM over all: same scores."""
+    model = pair.mlx_model()
+    whole = to_numpy(model(mx.array(chunks)))
+    parts = to_numpy(model(mx.array(chunks), sincnet_batch=2))
+    assert chunks.shape[0] > 2
+    assert rel_l2(parts, whole) <= targets.LAYER_REL_L2_F32
+
+
 @pytest.mark.parametrize("backend", ["numpy", "mlx"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_lstm_layer_matches_torch(bidirectional: bool, backend: str, monkeypatch) -> None:

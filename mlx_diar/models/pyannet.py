@@ -4,7 +4,7 @@ SincNet > (Bi)LSTM > feed-forward > classifier > activation (log-softmax for
 powerset / mono-label, sigmoid for multi-label). MLX has no bidirectional or
 multi-layer LSTM: each layer here holds a forward and a time-reversed LSTM whose
 outputs are concatenated; both directions run in one recurrent loop
-(`kernels.lstm_recurrence`).
+(`kernels.lstm_recurrence`, or `kernels.numpy_bilstm` on the CPU in float32).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
 from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.models.kernels import lstm_recurrence
+from mlx_diar.models.kernels import lstm_recurrence, numpy_bilstm, recurrence_backend
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.precision import compute_dtypes
 
@@ -171,6 +171,10 @@ class BiLSTMLayer(nn.Module):
         """(T,B,D) -> (T,B,2H), or (T,B,H) when not bidirectional; both directions in one recurrence."""
         if "backward" not in self:
             return self.forward(x)
+        if recurrence_backend(x.dtype) == "numpy":
+            weights = (np.stack([np.array(getattr(d, name)) for d in (self.forward, self.backward)])
+                       for name in ("Wx", "Wh", "bias"))
+            return mx.array(numpy_bilstm(np.array(x), *weights))
         xp = mx.stack([self.forward.input_projection(x), self.backward.input_projection(x[::-1])], axis=1)
         hidden = lstm_recurrence(xp, mx.stack([self.forward.Wh.T, self.backward.Wh.T]))
         return mx.concatenate([hidden[:, 0], hidden[::-1, 1]], axis=-1)
@@ -207,20 +211,30 @@ class PyanNet(nn.Module):
             return nn.log_softmax(scores, axis=-1)
         return mx.sigmoid(scores)
 
-    def __call__(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
+    def __call__(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
+                 sincnet_batch: int | None = None) -> mx.array:
         """(batch, samples) or (batch, 1, samples) mono waveforms -> (batch, frames, num_classes).
 
         Each precision block (sincnet, lstm, linear, classifier, activation) computes in
         its dtype of ``self.compute`` (`mlx_diar.precision`). When ``capture`` is a dict, it receives
         the outputs of every pyannote sub-module under its module path, in torch layout:
         ``sincnet.*`` (B,C,T), ``lstm.k`` and ``lstm`` (B,T,F), ``linear.k`` (pre-activation),
-        ``classifier`` (logits), ``activation``.
+        ``classifier`` (logits), ``activation``. With ``sincnet_batch``, SincNet runs over at most
+        that many waveforms at a time (its activations are large), the layers after it over all.
         """
         if waveforms.ndim == 3:
             waveforms = waveforms.squeeze(1)
         dtypes = self.compute
         x = waveforms.astype(dtypes["sincnet"])[..., None]
-        x = self.sincnet(x, capture).astype(dtypes["lstm"])
+        if sincnet_batch and capture is None and x.shape[0] > sincnet_batch:
+            parts = []
+            for start in range(0, x.shape[0], sincnet_batch):
+                parts.append(self.sincnet(x[start:start + sincnet_batch]))
+                mx.eval(parts[-1])
+            x = mx.concatenate(parts)
+        else:
+            x = self.sincnet(x, capture)
+        x = x.astype(dtypes["lstm"])
         x = x.transpose(1, 0, 2)  # time-major through the LSTM stack
         for k, layer in enumerate(self.lstm):
             x = layer.time_major(x)

@@ -274,8 +274,8 @@ class SpeakerDiarizationPipeline:
         outputs = []
         with mx.stream(self.device):
             for batch in chunk_batches(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE), batch_size):
-                scores = model(mx.array(batch), sincnet_batch=SINCNET_CHUNKS[self.device.name])
-                outputs.append(np.array(scores.astype(mx.float32)))
+                features = model.features(mx.array(batch), sincnet_batch=SINCNET_CHUNKS[self.device.name])
+                outputs.append(np.array(model.head(features).astype(mx.float32)))
         data = np.concatenate(outputs, axis=0)
         return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=duration, step=step))
 

@@ -211,31 +211,38 @@ class PyanNet(nn.Module):
             return nn.log_softmax(scores, axis=-1)
         return mx.sigmoid(scores)
 
-    def __call__(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
-                 sincnet_batch: int | None = None) -> mx.array:
+    def __call__(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
         """(batch, samples) or (batch, 1, samples) mono waveforms -> (batch, frames, num_classes).
 
         Each precision block (sincnet, lstm, linear, classifier, activation) computes in
         its dtype of ``self.compute`` (`mlx_diar.precision`). When ``capture`` is a dict, it receives
         the outputs of every pyannote sub-module under its module path, in torch layout:
         ``sincnet.*`` (B,C,T), ``lstm.k`` and ``lstm`` (B,T,F), ``linear.k`` (pre-activation),
-        ``classifier`` (logits), ``activation``. With ``sincnet_batch``, SincNet runs over at most
-        that many waveforms at a time (its activations are large), the layers after it over all.
+        ``classifier`` (logits), ``activation``.
+        """
+        return self.head(self.features(waveforms, capture), capture)
+
+    def features(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
+                 sincnet_batch: int | None = None) -> mx.array:
+        """SincNet: waveforms -> (batch, frames, 60) in the LSTM's dtype, not yet evaluated.
+
+        With ``sincnet_batch``, one SincNet graph per that many waveforms, concatenated: MLX
+        evaluates them one after the other, so only one holds its large activations at a time.
         """
         if waveforms.ndim == 3:
             waveforms = waveforms.squeeze(1)
-        dtypes = self.compute
-        x = waveforms.astype(dtypes["sincnet"])[..., None]
+        x = waveforms.astype(self.compute["sincnet"])[..., None]
         if sincnet_batch and capture is None and x.shape[0] > sincnet_batch:
-            parts = []
-            for start in range(0, x.shape[0], sincnet_batch):
-                parts.append(self.sincnet(x[start:start + sincnet_batch]))
-                mx.eval(parts[-1])
-            x = mx.concatenate(parts)
+            x = mx.concatenate([self.sincnet(x[start:start + sincnet_batch])
+                                for start in range(0, x.shape[0], sincnet_batch)])
         else:
             x = self.sincnet(x, capture)
-        x = x.astype(dtypes["lstm"])
-        x = x.transpose(1, 0, 2)  # time-major through the LSTM stack
+        return x.astype(self.compute["lstm"])
+
+    def head(self, features: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
+        """SincNet features (batch, frames, 60) -> LSTM stack > linear > classifier > activation."""
+        dtypes = self.compute
+        x = features.transpose(1, 0, 2)  # time-major through the LSTM stack
         for k, layer in enumerate(self.lstm):
             x = layer.time_major(x)
             if capture is not None:

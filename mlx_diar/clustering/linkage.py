@@ -5,8 +5,10 @@ two copies of n (n - 1) / 2 doubles, ~400 MB for the ~7 000 embeddings that an h
 conversation clusters. `centroid_linkage` runs the same algorithm (Müllner's generic
 clustering algorithm, as scipy's `fast_linkage`: the same nearest-neighbour candidates, the
 same binary heap and its tie-breaking, the same Lance-Williams update evaluated in the same
-order) in place on the one matrix `pdist` returns. Below `LEAN_LINKAGE_BYTES` scipy's own
-`linkage` runs, so short recordings call exactly what pyannote calls.
+order) in place on the one matrix `pdist` returns: the same linkage matrix bit for bit where
+scipy's compiled update does not fuse multiply-adds (x86-64 wheels; elsewhere a height may differ
+in its last bit). Below `LEAN_LINKAGE_BYTES` scipy's own `linkage` runs, so short recordings call
+exactly what pyannote calls.
 """
 
 from __future__ import annotations

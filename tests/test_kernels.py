@@ -38,3 +38,24 @@ def test_conv2d_row_gemm_matches_mlx_conv2d(channels: int, bias: bool) -> None:
     ours = np.array(kernels.conv2d(layer, x))
     assert ours.shape == expected.shape
     assert rel_l2(ours, expected) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "in_channels, out_channels, taps, stride, padding, bias",
+    [(1, 80, 251, 10, 0, False), (80, 60, 5, 1, 0, True), (60, 60, 5, 1, 0, True), (3, 4, 3, 2, 1, True)],
+)
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+def test_conv1d_matches_mlx_conv1d(
+    in_channels: int, out_channels: int, taps: int, stride: int, padding: int, bias: bool, dtype: mx.Dtype
+) -> None:
+    """SincNet's shapes (NumPy GEMM on the CPU in float32), a padded one and float16 (MLX's conv1d)."""
+    import mlx.nn as nn
+
+    mx.random.seed(1)
+    layer = nn.Conv1d(in_channels, out_channels, taps, stride=stride, padding=padding, bias=bias)
+    layer.set_dtype(dtype)
+    x = mx.random.normal((2, 700, in_channels)).astype(dtype)
+    expected = np.array(layer(x).astype(mx.float32))
+    ours = np.array(kernels.conv1d(layer, x).astype(mx.float32))
+    assert ours.shape == expected.shape
+    assert rel_l2(ours, expected) <= (1e-6 if dtype == mx.float32 else 0)

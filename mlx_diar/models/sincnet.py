@@ -13,6 +13,7 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.models.kernels import conv1d
 
 NUM_SINC_FILTERS = 80
 SINC_KERNEL_SIZE = 251
@@ -166,7 +167,7 @@ class SincNet(nn.Module):
         if capture is not None:
             capture["sincnet.wav_norm1d"] = _to_torch_layout(x)
         for c, (conv, pool, norm) in enumerate(zip(self.conv1d, self.pool1d, self.norm1d)):
-            x = conv(x)
+            x = conv1d(conv, x)
             if capture is not None:
                 capture[f"sincnet.conv1d.{c}"] = _to_torch_layout(x)
             if c == 0:

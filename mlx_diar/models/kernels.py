@@ -24,7 +24,7 @@ from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 RECURRENCE_BACKEND = "numpy"  # NumPy on the CPU in float32, the MLX step elsewhere; "mlx": MLX everywhere
 
@@ -161,11 +161,17 @@ def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:
             and layer.padding == 0 and layer.dilation == 1 and layer.groups == 1):
         return layer(x)
     weight = np.array(layer.weight)  # (C_out, K, C_in)
-    out_channels, taps, _ = weight.shape
-    frames = sliding_window_view(np.array(x), taps, axis=1)[:, :: layer.stride]  # (B, L, C_in, K)
-    batch, length = frames.shape[:2]
+    out_channels, taps, in_channels = weight.shape
+    x = np.ascontiguousarray(np.array(x))
+    batch, steps, _ = x.shape
+    length = (steps - taps) // layer.stride + 1
+    # (B, L, K, C_in) frames: each row of the GEMM is K contiguous runs of C_in values
+    item = x.itemsize
+    frames = as_strided(x, (batch, length, taps, in_channels),
+                        (steps * in_channels * item, layer.stride * in_channels * item, in_channels * item, item),
+                        writeable=False)
     rows = np.ascontiguousarray(frames).reshape(batch * length, -1)
-    y = rows @ weight.transpose(0, 2, 1).reshape(out_channels, -1).T
+    y = rows @ weight.reshape(out_channels, -1).T
     if "bias" in layer:
         y += np.array(layer.bias)
     return mx.array(y.reshape(batch, length, out_channels))

@@ -76,24 +76,37 @@ def _numpy_recurrence(xp: np.ndarray, wh: np.ndarray) -> np.ndarray:
     hidden = gates // 4
     out = np.empty((num_steps, num_dirs, batch, hidden), np.float32)
     h = np.zeros((num_dirs, batch, hidden), np.float32)
-    c = np.zeros_like(h)
-    act = np.empty((num_dirs, batch, gates), np.float32)
-    tmp = np.empty_like(h)
-    i, f, g, o = (act[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    step = _NumpyCell(h.shape)
     for t in range(num_steps):
-        np.matmul(h, wh, out=act)
-        act += xp[t]
-        np.tanh(act, out=act)
-        for sig in (act[..., : 2 * hidden], o):
+        np.matmul(h, wh, out=step.act)
+        step.act += xp[t]
+        h = out[t]
+        step(h)
+    return out
+
+
+class _NumpyCell:
+    """The LSTM cell in float32 NumPy on preallocated buffers: `act` holds the step's pre-activation
+    gates scaled by `_sigmoid_scale`; calling it updates the cell state and writes h."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        hidden = shape[-1]
+        self.act = np.empty((*shape[:-1], 4 * hidden), np.float32)
+        self.c = np.zeros(shape, np.float32)
+        self.tmp = np.empty(shape, np.float32)
+        self.sigmoids = self.act[..., : 2 * hidden], self.act[..., 3 * hidden:]
+        self.i, self.f, self.g, self.o = (self.act[..., k * hidden:(k + 1) * hidden] for k in range(4))
+
+    def __call__(self, h: np.ndarray) -> None:
+        np.tanh(self.act, out=self.act)  # one tanh over all gates: sigmoid(x) = 0.5 tanh(x / 2) + 0.5
+        for sig in self.sigmoids:
             sig *= 0.5
             sig += 0.5
-        c *= f
-        np.multiply(i, g, out=tmp)
-        c += tmp
-        np.tanh(c, out=tmp)
-        h = out[t]
-        np.multiply(o, tmp, out=h)
-    return out
+        self.c *= self.f
+        np.multiply(self.i, self.g, out=self.tmp)
+        self.c += self.tmp
+        np.tanh(self.c, out=self.tmp)
+        np.multiply(self.o, self.tmp, out=h)
 
 
 def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
@@ -126,24 +139,13 @@ def numpy_bilstm(x: np.ndarray, wx: np.ndarray, wh: np.ndarray, bias: np.ndarray
     w = np.ascontiguousarray((wh * scale).transpose(0, 2, 1))  # (2,H,4H)
     out = np.empty((num_steps, batch, 2 * hidden), np.float32)
     h = np.zeros((2, batch, hidden), np.float32)
-    c = np.zeros_like(h)
-    act = np.empty((2, batch, gates), np.float32)
-    tmp = np.empty_like(h)
-    i, f, g, o = (act[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    step = _NumpyCell(h.shape)
     for t in range(num_steps):
         back = num_steps - 1 - t
-        np.matmul(h, w, out=act)
-        act[0] += proj[t, :, 0]
-        act[1] += proj[back, :, 1]
-        np.tanh(act, out=act)
-        for sig in (act[..., : 2 * hidden], o):
-            sig *= 0.5
-            sig += 0.5
-        c *= f
-        np.multiply(i, g, out=tmp)
-        c += tmp
-        np.tanh(c, out=tmp)
-        np.multiply(o, tmp, out=h)
+        np.matmul(h, w, out=step.act)
+        step.act[0] += proj[t, :, 0]
+        step.act[1] += proj[back, :, 1]
+        step(h)
         out[t, :, :hidden] = h[0]
         out[back, :, hidden:] = h[1]
     return out

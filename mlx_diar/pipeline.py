@@ -45,7 +45,7 @@ TRUNK_CHUNKS = {"cpu": 1, "gpu": 4}
 # stack holds ~3 MB per chunk), and per SincNet forward within it: SincNet's first convolution makes
 # 80 channels at the sample rate, 51 MB per chunk, so a batch of 32 raised the CPU peak by 888 MB
 # (8 chunks: 291 MB). The LSTM's step is cheaper per chunk in larger batches (2-core x86: 11.7 us
-# per chunk and step at 8 chunks, 7.4 at 32): segmentation of the 30 s sample 2.67 -> 1.81 s.
+# per chunk and step at 8 chunks, 7.4 at 32).
 SEGMENTATION_CHUNKS = {"cpu": 32, "gpu": 32}
 SINCNET_CHUNKS = {"cpu": 8, "gpu": 32}
 # On the CPU the exact embedding stage runs this many trunk batches at once, each on its own MLX

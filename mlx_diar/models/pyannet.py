@@ -224,10 +224,10 @@ class PyanNet(nn.Module):
 
     def features(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
                  sincnet_batch: int | None = None) -> mx.array:
-        """SincNet: waveforms -> (batch, frames, 60) in the LSTM's dtype, not yet evaluated.
+        """SincNet: waveforms -> (batch, frames, 60) in the LSTM's dtype.
 
-        With ``sincnet_batch``, one SincNet graph per that many waveforms, concatenated: MLX
-        evaluates them one after the other, so only one holds its large activations at a time.
+        With ``sincnet_batch``, SincNet runs over that many waveforms at a time and the parts are
+        concatenated: one part at a time holds SincNet's large activations.
         """
         if waveforms.ndim == 3:
             waveforms = waveforms.squeeze(1)

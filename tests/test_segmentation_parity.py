@@ -199,6 +199,23 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
     assert rel_l2(reference[last], reference["lstm"]) < 1e-6
 
 
+@pytest.mark.parametrize("value", [0.0, 0.3])
+def test_digital_silence_matches_pyannote(pair: Pair, chunks: np.ndarray, value: float) -> None:
+    """A chunk constant over its whole duration (beside real ones in the batch): pyannote's
+    convolutions keep it exactly constant, and so must the decisions here (see SincNet)."""
+    batch = np.concatenate([np.full((1, chunks.shape[1]), value, np.float32), chunks[:1]])
+    ours = to_numpy(pair.mlx_model()(mx.array(batch)))
+    with torch.inference_mode():
+        theirs = pair.torch_model(torch.from_numpy(batch)[:, None]).numpy()
+    truth = segmentation_float64(pair.torch_model, batch)
+    own, mine = rel_l2(theirs[0], truth[0]), rel_l2(ours[0], truth[0])
+    print(f"\n[{value}] constant chunk against pyannote in float64 (rel L2): pyannote float32 {own:.1e}, "
+          f"MLX {mine:.1e}; real chunk against pyannote float32: max abs {np.abs(ours[1] - theirs[1]).max():.1e}")
+    assert frame_agreement(ours[:1], theirs[:1], pair.config) == 1.0
+    assert frame_agreement(ours[1:], theirs[1:], pair.config) >= targets.SEGMENTATION_ARGMAX_AGREEMENT_F32
+    assert mine <= targets.segmentation_f32_bound(own)
+
+
 def test_sincnet_sub_batches(pair: Pair, chunks: np.ndarray) -> None:
     """SincNet over a few chunks at a time (as the pipeline runs it), the LSTM over all: same scores."""
     model = pair.mlx_model()

@@ -162,7 +162,16 @@ class SincNet(nn.Module):
         return frame
 
     def __call__(self, x: mx.array, capture: dict[str, mx.array] | None = None) -> mx.array:
-        """(batch, samples, 1) -> (batch, frames, 60); ``capture`` gets torch-layout outputs."""
+        """(batch, samples, 1) -> (batch, frames, 60); ``capture`` gets torch-layout outputs.
+
+        A waveform constant over the chunk (digital silence) gets the output every layer gives it
+        in exact arithmetic: each instance norm maps a constant to its bias, so SincNet's output
+        is leaky_relu(norm1d[2].bias) at every frame. torch's convolutions keep a constant input
+        exactly constant; the GEMMs here round some rows differently (~4e-7), and three instance
+        norms would amplify that to features of order 1 (pyannote: silence everywhere; without
+        this, speech in 83 of 589 frames of a zero chunk).
+        """
+        constant = mx.all(x == x[:, :1], axis=(1, 2))
         x = self.wav_norm1d(x)
         if capture is not None:
             capture["sincnet.wav_norm1d"] = _to_torch_layout(x)
@@ -179,6 +188,8 @@ class SincNet(nn.Module):
             if capture is not None:
                 capture[f"sincnet.norm1d.{c}"] = _to_torch_layout(x)
             x = nn.leaky_relu(x, negative_slope=0.01)
+        silence = nn.leaky_relu(self.norm1d[-1].bias, negative_slope=0.01).astype(x.dtype)
+        x = mx.where(constant[:, None, None], silence, x)
         if capture is not None:
             capture["sincnet"] = _to_torch_layout(x)
         return x

@@ -64,10 +64,10 @@ def step_recurrence(xp: mx.array, step: Callable[..., tuple[mx.array, mx.array]]
     return mx.stack(hidden)
 
 
-def _sigmoid_scale(gates: int) -> mx.array:
+def _sigmoid_scale(gates: int) -> np.ndarray:
     """1/2 on the sigmoid gates (i, f, o), 1 on g: sigmoid(x) = 0.5 tanh(x / 2) + 0.5, scaling exact."""
     hidden = gates // 4
-    return mx.array(np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden))
+    return np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden)
 
 
 def _numpy_recurrence(xp: np.ndarray, wh: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
     -> (T,D,B,H) hidden states."""
     if recurrence_backend(xp.dtype) == "mlx":
         return step_recurrence(xp, _lstm_step, wh_t)
-    scale = _sigmoid_scale(xp.shape[-1])
+    scale = mx.array(_sigmoid_scale(xp.shape[-1]))
     xp, wh = mx.contiguous(xp * scale), mx.contiguous(wh_t * scale)
     mx.eval(xp, wh)
     return mx.array(_numpy_recurrence(np.asarray(xp), np.asarray(wh)))
@@ -132,7 +132,7 @@ def numpy_bilstm(x: np.ndarray, wx: np.ndarray, wh: np.ndarray, bias: np.ndarray
     num_steps, batch, _ = x.shape
     hidden = wh.shape[2]
     gates = 4 * hidden
-    scale = np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden)[:, None]
+    scale = _sigmoid_scale(gates)[:, None]
     proj = x.reshape(num_steps * batch, -1) @ (wx * scale).reshape(2 * gates, -1).T
     proj += (bias * scale[:, 0]).reshape(-1)
     proj = proj.reshape(num_steps, batch, 2, gates)
@@ -164,7 +164,7 @@ def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:
         return layer(x)
     weight = np.array(layer.weight)  # (C_out, K, C_in)
     out_channels, taps, in_channels = weight.shape
-    x = np.ascontiguousarray(np.array(x))
+    x = np.array(x)  # a C-contiguous copy
     batch, steps, _ = x.shape
     length = (steps - taps) // layer.stride + 1
     # (B, L, K, C_in) frames: each row of the GEMM is K contiguous runs of C_in values

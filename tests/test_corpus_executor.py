@@ -93,9 +93,13 @@ def test_pool_splits_threads_and_survives_a_dead_worker(tmp_path: Path) -> None:
     assert len({r["worker"] for r in done}) >= 2  # two workers, and a replacement for the dead one
 
 
+# Ctrl-C as in a terminal: a test runner started in the background by a non-interactive shell
+# passes SIGINT on ignored, and Python then installs no KeyboardInterrupt handler in the driver
 RUN_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mlx_diar.corpus import from_dataset
 from mlx_diar.executor import run_corpus
 from tests.test_corpus_executor import ReadTask

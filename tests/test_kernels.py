@@ -59,3 +59,15 @@ def test_conv1d_matches_mlx_conv1d(
     ours = np.array(kernels.conv1d(layer, x).astype(mx.float32))
     assert ours.shape == expected.shape
     assert rel_l2(ours, expected) <= (1e-6 if dtype == mx.float32 else 0)
+
+
+def test_conv1d_on_a_transposed_input() -> None:
+    """A non-contiguous MLX array (channels-first data transposed) gives MLX's conv1d result:
+    the NumPy GEMM's strided frames need a C-order copy."""
+    import mlx.nn as nn
+
+    mx.random.seed(2)
+    layer = nn.Conv1d(60, 60, 5)
+    x = mx.random.normal((2, 60, 700)).transpose(0, 2, 1)
+    expected = np.array(layer(x))
+    assert rel_l2(np.array(kernels.conv1d(layer, x)), expected) <= 1e-6

@@ -164,7 +164,7 @@ def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:
         return layer(x)
     weight = np.array(layer.weight)  # (C_out, K, C_in)
     out_channels, taps, in_channels = weight.shape
-    x = np.array(x)  # a C-contiguous copy
+    x = np.array(x, order="C")  # as_strided below assumes C order (a transposed MLX array converts as is)
     batch, steps, _ = x.shape
     length = (steps - taps) // layer.stride + 1
     # (B, L, K, C_in) frames: each row of the GEMM is K contiguous runs of C_in values

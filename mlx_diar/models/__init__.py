@@ -1,10 +1,29 @@
-"""MLX models mirroring pyannote.audio's (one module per pyannote model or block)."""
+"""MLX models mirroring pyannote.audio's (one module per pyannote model or block).
 
-from mlx_diar.models.powerset import Powerset  # utils/powerset.Powerset
-from mlx_diar.models.pyannet import PyanNet, PyanNetConfig  # models/segmentation/PyanNet
-from mlx_diar.models.sincnet import SincNet, sinc_filters  # models/blocks/sincnet.SincNet
-from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34  # models/embedding/wespeaker
-from mlx_diar.models.fbank import compute_fbank  # torchaudio.compliance.kaldi.fbank as wespeaker calls it
+Exports are lazy, so that `mlx_diar.models.numpy_kernels` and `mlx_diar.models.pyannet_numpy`
+(pure NumPy, run by segmentation helper processes) import without MLX.
+"""
 
-__all__ = ["Powerset", "PyanNet", "PyanNetConfig", "SincNet", "sinc_filters", "WeSpeakerConfig",
-           "WeSpeakerResNet34", "compute_fbank"]
+from typing import Any
+
+_EXPORTS = {
+    "Powerset": "mlx_diar.models.powerset",  # utils/powerset.Powerset
+    "PyanNet": "mlx_diar.models.pyannet",  # models/segmentation/PyanNet
+    "PyanNetConfig": "mlx_diar.models.pyannet",
+    "SincNet": "mlx_diar.models.sincnet",  # models/blocks/sincnet.SincNet
+    "sinc_filters": "mlx_diar.models.sincnet",
+    "WeSpeakerConfig": "mlx_diar.models.wespeaker",  # models/embedding/wespeaker
+    "WeSpeakerResNet34": "mlx_diar.models.wespeaker",
+    "compute_fbank": "mlx_diar.models.fbank",  # torchaudio.compliance.kaldi.fbank as wespeaker calls it
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlx_diar.models' has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

@@ -12,7 +12,7 @@ makes each LSTM step's gate nonlinearities ~80 % of its time; NumPy's vectorised
 step, sigmoid(x) = 0.5 tanh(x / 2) + 0.5): ~6x faster per step than the compiled MLX step, each
 layer within 3e-7 of torch, and closer to float64 over a whole file (30 s sample, largest
 log-probability error against pyannote run in float64: 2.3e-3 vs 3.1e-3 with the MLX step;
-pyannote's own float32: 8.7e-4). A bidirectional layer there is `numpy_bilstm`: both
+pyannote's own float32: 8.7e-4). A bidirectional layer there is `numpy_kernels.bilstm`: both
 directions' input projections in one GEMM, no reversed or concatenated copies. Other devices and
 dtypes use the compiled MLX step (``RECURRENCE_BACKEND = "mlx"`` forces it everywhere).
 """
@@ -24,7 +24,8 @@ from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+
+from mlx_diar.models import numpy_kernels
 
 RECURRENCE_BACKEND = "numpy"  # NumPy on the CPU in float32, the MLX step elsewhere; "mlx": MLX everywhere
 
@@ -64,91 +65,16 @@ def step_recurrence(xp: mx.array, step: Callable[..., tuple[mx.array, mx.array]]
     return mx.stack(hidden)
 
 
-def _sigmoid_scale(gates: int) -> np.ndarray:
-    """1/2 on the sigmoid gates (i, f, o), 1 on g: sigmoid(x) = 0.5 tanh(x / 2) + 0.5, scaling exact."""
-    hidden = gates // 4
-    return np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden)
-
-
-def _numpy_recurrence(xp: np.ndarray, wh: np.ndarray) -> np.ndarray:
-    """float32 recurrence with xp and wh already scaled by `_sigmoid_scale`: one tanh per step over all gates."""
-    num_steps, num_dirs, batch, gates = xp.shape
-    hidden = gates // 4
-    out = np.empty((num_steps, num_dirs, batch, hidden), np.float32)
-    h = np.zeros((num_dirs, batch, hidden), np.float32)
-    step = _NumpyCell(h.shape)
-    for t in range(num_steps):
-        np.matmul(h, wh, out=step.act)
-        step.act += xp[t]
-        h = out[t]
-        step(h)
-    return out
-
-
-class _NumpyCell:
-    """The LSTM cell in float32 NumPy on preallocated buffers: `act` holds the step's pre-activation
-    gates scaled by `_sigmoid_scale`; calling it updates the cell state and writes h."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        hidden = shape[-1]
-        self.act = np.empty((*shape[:-1], 4 * hidden), np.float32)
-        self.c = np.zeros(shape, np.float32)
-        self.tmp = np.empty(shape, np.float32)
-        self.sigmoids = self.act[..., : 2 * hidden], self.act[..., 3 * hidden:]
-        self.i, self.f, self.g, self.o = (self.act[..., k * hidden:(k + 1) * hidden] for k in range(4))
-
-    def __call__(self, h: np.ndarray) -> None:
-        np.tanh(self.act, out=self.act)  # one tanh over all gates: sigmoid(x) = 0.5 tanh(x / 2) + 0.5
-        for sig in self.sigmoids:
-            sig *= 0.5
-            sig += 0.5
-        self.c *= self.f
-        np.multiply(self.i, self.g, out=self.tmp)
-        self.c += self.tmp
-        np.tanh(self.c, out=self.tmp)
-        np.multiply(self.o, self.tmp, out=h)
-
-
 def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
     """Run D independent LSTMs from zero state, time-major: xp (T,D,B,4H) input projections
     (biases included) and wh_t (D,H,4H) recurrent weights, gates in torch's order (i, f, g, o)
     -> (T,D,B,H) hidden states."""
     if recurrence_backend(xp.dtype) == "mlx":
         return step_recurrence(xp, _lstm_step, wh_t)
-    scale = mx.array(_sigmoid_scale(xp.shape[-1]))
+    scale = mx.array(numpy_kernels.sigmoid_scale(xp.shape[-1]))
     xp, wh = mx.contiguous(xp * scale), mx.contiguous(wh_t * scale)
     mx.eval(xp, wh)
-    return mx.array(_numpy_recurrence(np.asarray(xp), np.asarray(wh)))
-
-
-def numpy_bilstm(x: np.ndarray, wx: np.ndarray, wh: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """One bidirectional LSTM layer in float32 NumPy: time-major x (T,B,F), per direction
-    (forward, backward) wx (2,4H,F), wh (2,4H,H), bias (2,4H) -> (T,B,2H) [forward, backward].
-
-    Both directions' input projections are one GEMM over all steps, scaled for
-    `_numpy_recurrence` (by powers of two: exact); the backward direction reads the projections
-    from the last step down and writes its hidden states in place, so nothing is reversed or
-    concatenated."""
-    num_steps, batch, _ = x.shape
-    hidden = wh.shape[2]
-    gates = 4 * hidden
-    scale = _sigmoid_scale(gates)[:, None]
-    proj = x.reshape(num_steps * batch, -1) @ (wx * scale).reshape(2 * gates, -1).T
-    proj += (bias * scale[:, 0]).reshape(-1)
-    proj = proj.reshape(num_steps, batch, 2, gates)
-    w = np.ascontiguousarray((wh * scale).transpose(0, 2, 1))  # (2,H,4H)
-    out = np.empty((num_steps, batch, 2 * hidden), np.float32)
-    h = np.zeros((2, batch, hidden), np.float32)
-    step = _NumpyCell(h.shape)
-    for t in range(num_steps):
-        back = num_steps - 1 - t
-        np.matmul(h, w, out=step.act)
-        step.act[0] += proj[t, :, 0]
-        step.act[1] += proj[back, :, 1]
-        step(h)
-        out[t, :, :hidden] = h[0]
-        out[back, :, hidden:] = h[1]
-    return out
+    return mx.array(numpy_kernels.recurrence(np.asarray(xp), np.asarray(wh)))
 
 
 def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:
@@ -162,21 +88,8 @@ def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:
     if not (_numpy_on_cpu(x.dtype) and layer.weight.dtype == mx.float32
             and layer.padding == 0 and layer.dilation == 1 and layer.groups == 1):
         return layer(x)
-    weight = np.array(layer.weight)  # (C_out, K, C_in)
-    out_channels, taps, in_channels = weight.shape
-    x = np.array(x, order="C")  # as_strided below assumes C order (a transposed MLX array converts as is)
-    batch, steps, _ = x.shape
-    length = (steps - taps) // layer.stride + 1
-    # (B, L, K, C_in) frames: each row of the GEMM is K contiguous runs of C_in values
-    item = x.itemsize
-    frames = as_strided(x, (batch, length, taps, in_channels),
-                        (steps * in_channels * item, layer.stride * in_channels * item, in_channels * item, item),
-                        writeable=False)
-    rows = np.ascontiguousarray(frames).reshape(batch * length, -1)
-    y = rows @ weight.reshape(out_channels, -1).T
-    if "bias" in layer:
-        y += np.array(layer.bias)
-    return mx.array(y.reshape(batch, length, out_channels))
+    bias = np.array(layer.bias) if "bias" in layer else None
+    return mx.array(numpy_kernels.conv1d(np.array(x), np.array(layer.weight), bias, layer.stride))
 
 
 # Input channel counts for which `conv2d` uses the row-GEMM formulation: measured on a

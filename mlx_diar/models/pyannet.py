@@ -4,7 +4,7 @@ SincNet > (Bi)LSTM > feed-forward > classifier > activation (log-softmax for
 powerset / mono-label, sigmoid for multi-label). MLX has no bidirectional or
 multi-layer LSTM: each layer here holds a forward and a time-reversed LSTM whose
 outputs are concatenated; both directions run in one recurrent loop
-(`kernels.lstm_recurrence`, or `kernels.numpy_bilstm` on the CPU in float32).
+(`kernels.lstm_recurrence`, or `numpy_kernels.bilstm` on the CPU in float32).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
 from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.models.kernels import lstm_recurrence, numpy_bilstm, recurrence_backend
+from mlx_diar.models import numpy_kernels
+from mlx_diar.models.kernels import lstm_recurrence, recurrence_backend
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.precision import compute_dtypes
 
@@ -174,7 +175,7 @@ class BiLSTMLayer(nn.Module):
         if recurrence_backend(x.dtype) == "numpy":
             weights = (np.stack([np.array(getattr(d, name)) for d in (self.forward, self.backward)])
                        for name in ("Wx", "Wh", "bias"))
-            return mx.array(numpy_bilstm(np.array(x), *weights))
+            return mx.array(numpy_kernels.bilstm(np.array(x), *weights))
         xp = mx.stack([self.forward.input_projection(x), self.backward.input_projection(x[::-1])], axis=1)
         hidden = lstm_recurrence(xp, mx.stack([self.forward.Wh.T, self.backward.Wh.T]))
         return mx.concatenate([hidden[:, 0], hidden[::-1, 1]], axis=-1)

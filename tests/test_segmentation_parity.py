@@ -280,3 +280,25 @@ def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str
     differ = int(np.any(ours != target, axis=-1).sum())
     print(f"\n[{clip}] {len(chunks)} chunks: {differ} of {ours.shape[0] * ours.shape[1]} frames differ")
     assert differ == 0
+
+
+def test_numpy_forward_matches_mlx_layers(pair: Pair, chunks: np.ndarray, monkeypatch) -> None:
+    """The float32 NumPy forward that `PyanNet` runs on the CPU against its MLX layers (the MLX
+    LSTM step), sub-module by sub-module; and where the NumPy forward does not apply."""
+    from mlx_diar.models import kernels
+
+    model = pair.mlx_model()
+    forward = model.numpy_forward()
+    assert forward is not None
+    ours: dict[str, np.ndarray] = {}
+    scores = forward(chunks, ours)
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "mlx")
+    assert model.numpy_forward() is None
+    layers: dict[str, mx.array] = {}
+    expected = to_numpy(model(mx.array(chunks), layers))
+    assert set(ours) == set(layers)
+    worst = {name: rel_l2(ours[name], to_numpy(layers[name])) for name in ours}
+    assert max(worst.values()) <= targets.LAYER_REL_L2_F32, worst
+    assert rel_l2(scores, expected) <= targets.LAYER_REL_L2_F32
+    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "numpy")
+    assert pair.mlx_model("float16").numpy_forward() is None

@@ -24,6 +24,7 @@ from pyannote.core import SlidingWindow
 from mlx_diar.audio import SAMPLE_RATE
 from mlx_diar.models import numpy_kernels
 from mlx_diar.models.kernels import lstm_recurrence, recurrence_backend
+from mlx_diar.models.pyannet_numpy import NumpyPyanNet
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.precision import compute_dtypes
 
@@ -219,9 +220,31 @@ class PyanNet(nn.Module):
         its dtype of ``self.compute`` (`mlx_diar.precision`). When ``capture`` is a dict, it receives
         the outputs of every pyannote sub-module under its module path, in torch layout:
         ``sincnet.*`` (B,C,T), ``lstm.k`` and ``lstm`` (B,T,F), ``linear.k`` (pre-activation),
-        ``classifier`` (logits), ``activation``.
+        ``classifier`` (logits), ``activation``. Where `numpy_forward` applies, that forward runs.
         """
-        return self.head(self.features(waveforms, capture), capture)
+        forward = self.numpy_forward()
+        if forward is None:
+            return self.head(self.features(waveforms, capture), capture)
+        captured: dict[str, np.ndarray] | None = {} if capture is not None else None
+        scores = forward(np.array(waveforms), captured)
+        if capture is not None:
+            capture.update({name: mx.array(value) for name, value in captured.items()})
+        return mx.array(scores)
+
+    def numpy_forward(self) -> NumpyPyanNet | None:
+        """This model's float32 NumPy forward (a snapshot of its weights) where it runs instead of
+        the MLX layers: on the CPU, with every block and parameter in float32 (no quantized unit)
+        and the NumPy recurrence enabled (`kernels.RECURRENCE_BACKEND`); None elsewhere."""
+        if recurrence_backend(mx.float32) != "numpy" or any(d != mx.float32 for d in self.compute.values()):
+            return None
+        params = tree_flatten(self.parameters())
+        if any(value.dtype != mx.float32 for _, value in params):
+            return None
+        config = self.config
+        return NumpyPyanNet(weights={name: np.array(value) for name, value in params},
+                            sincnet_stride=config.sincnet_stride, num_lstm_layers=config.lstm_num_layers,
+                            bidirectional=config.lstm_bidirectional, num_linear_layers=config.linear_num_layers,
+                            log_softmax=config.problem == "MONO_LABEL_CLASSIFICATION")
 
     def features(self, waveforms: mx.array, capture: dict[str, mx.array] | None = None,
                  sincnet_batch: int | None = None) -> mx.array:

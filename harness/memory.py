@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import threading
 import time
@@ -12,20 +11,42 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlx_diar.lanes import peak_rss_mb
+
 if TYPE_CHECKING:
     import pandas as pd
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (FileNotFoundError, ProcessLookupError):  # a child that just exited
+        return 0.0
+
+
+def _children() -> list[int]:
+    """This process's child processes (the MLX pipeline's segmentation helpers), Linux."""
+    pids = []
+    for path in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids += [int(pid) for pid in path.read_text().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return pids
+
+
+def _tree_rss_mb() -> float:
+    """Resident memory of this process and its children (helpers hold their own copies)."""
+    return _rss_mb() + sum(_rss_mb(pid) for pid in _children())
 
 
 class PeakRSS:
-    """Context manager: `peak_mb` is the highest resident set size seen while inside.
+    """Context manager: `peak_mb` is the highest resident set size seen while inside, of this
+    process and its child processes together.
 
-    On Linux a thread samples /proc/self/statm every `interval` seconds; elsewhere the
-    process-lifetime maximum from getrusage is reported (an upper bound).
+    On Linux a thread samples /proc/<pid>/statm every `interval` seconds; elsewhere this
+    process's lifetime maximum from getrusage is reported.
     """
 
     def __init__(self, interval: float = 0.005) -> None:
@@ -36,12 +57,12 @@ class PeakRSS:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _rss_mb())
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb())
             time.sleep(self.interval)
 
     def __enter__(self) -> "PeakRSS":
         if sys.platform.startswith("linux"):
-            self.peak_mb = _rss_mb()
+            self.peak_mb = _tree_rss_mb()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -50,9 +71,9 @@ class PeakRSS:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            self.peak_mb = max(self.peak_mb, _rss_mb())
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb())
         else:
-            self.peak_mb = _high_water_mb()
+            self.peak_mb = peak_rss_mb()
 
 
 # ------------------------------------------------------------------------------------------ curve
@@ -72,18 +93,6 @@ def long_conversation(minutes: float, seed: int = 0) -> np.ndarray:
     return out[:num_samples]
 
 
-def _high_water_mb() -> float:
-    """This process's peak resident memory so far. Linux: VmHWM (getrusage's ru_maxrss carries the
-    parent's resident size over fork + exec, so a child's would never read below its parent's)."""
-    if sys.platform.startswith("linux"):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 def _child(model: str, audio: str, embedding_mode: str) -> None:
     """Run in a fresh process: the MLX pipeline on `audio`, then print its peak RSS as JSON."""
     import json
@@ -91,13 +100,18 @@ def _child(model: str, audio: str, embedding_mode: str) -> None:
     import mlx_diar  # noqa: F401  (BLAS before mlx)
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
-    baseline = _high_water_mb()
+    baseline = peak_rss_mb()
     pipeline = SpeakerDiarizationPipeline(model_path=model, params={"embedding_mode": embedding_mode})
-    loaded = _high_water_mb()
+    loaded = peak_rss_mb()
     start = time.perf_counter()
     output = pipeline(audio)
-    print(json.dumps({"peak_mb": _high_water_mb(),
-                      "imports_mb": baseline, "loaded_mb": loaded, "seconds": time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    lanes = pipeline.segmentation_lanes
+    helpers = lanes.helper_peaks_mb() if lanes else []
+    own = peak_rss_mb()
+    # helpers' peaks added to this process's: an upper bound (they need not coincide)
+    print(json.dumps({"peak_mb": own + sum(helpers), "process_mb": own, "helpers_mb": helpers,
+                      "imports_mb": baseline, "loaded_mb": loaded, "seconds": seconds,
                       "speakers": len(output.speaker_diarization.labels()), "timings": output.timings}))
 
 

@@ -11,9 +11,11 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
 _CANDIDATES = ("libopenblas.so.0", "libopenblas.so", "libopenblasp-r0.so")
 _LOADED: str | None = None
 
@@ -89,14 +91,33 @@ def blas_thread_count() -> int | None:
     return None if api is None else int(api[0]())
 
 
-@contextmanager
-def blas_threads(count: int | None) -> Iterator[None]:
-    """Inside: MLX's OpenBLAS runs each call on `count` threads (process-wide); restored after.
+# NumPy's bundled OpenBLAS (scipy-openblas wheels) under its own symbol names, then a plain OpenBLAS
+_NUMPY_OPENBLAS_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                           ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                           ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                           ("openblas_get_num_threads", "openblas_set_num_threads"))
 
-    A no-op for ``None`` or where MLX does not use OpenBLAS (macOS Accelerate, the bundled BLAS).
-    """
-    api = None if count is None else _openblas_threads_api()
-    if api is None:
+
+def _numpy_openblas_threads_api():
+    """(get, set) of the OpenBLAS bundled with NumPy (Linux wheels), or None."""
+    import numpy
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
+    if not os.path.isdir(libs):
+        return None
+    for name in sorted(os.listdir(libs)):
+        if "openblas" not in name:
+            continue
+        lib = ctypes.CDLL(os.path.join(libs, name))  # already loaded by NumPy: the same handle
+        for get, set_ in _NUMPY_OPENBLAS_SYMBOLS:
+            if hasattr(lib, get) and hasattr(lib, set_):
+                return getattr(lib, get), getattr(lib, set_)
+    return None
+
+
+@contextmanager
+def _threads(api, count: int | None) -> Iterator[None]:
+    if api is None or count is None:
         yield
         return
     get, set_ = api
@@ -106,3 +127,22 @@ def blas_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         set_(previous)
+
+
+def blas_threads(count: int | None) -> AbstractContextManager[None]:
+    """Inside: MLX's OpenBLAS runs each call on `count` threads (process-wide); restored after.
+
+    A no-op for ``None`` or where MLX does not use OpenBLAS (macOS Accelerate, the bundled BLAS).
+    """
+    return _threads(None if count is None else _openblas_threads_api(), count)
+
+
+def numpy_blas_threads(count: int | None) -> AbstractContextManager[None]:
+    """Inside: NumPy's own OpenBLAS runs each call on `count` threads; restored after. A no-op for
+    ``None`` or where NumPy's BLAS is not an OpenBLAS it bundles (macOS Accelerate, a system BLAS)."""
+    return _threads(None if count is None else _numpy_openblas_threads_api(), count)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment that limits BLAS/OpenMP pools to `threads` (read by those libraries when they load)."""
+    return {name: str(threads) for name in THREAD_VARIABLES}

@@ -31,12 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from mlx_diar._blas import thread_environment
 from mlx_diar.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
 from mlx_diar.fsutil import atomic_write
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
 RECORDS = "records"
 
 
@@ -117,11 +116,6 @@ def load_records(out: Path) -> dict[str, dict[str, Any]]:
         if isinstance(record, dict) and "uri" in record:
             records[record["uri"]] = record
     return records
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """Environment that limits BLAS/OpenMP pools to `threads` (read by those libraries when they load)."""
-    return {name: str(threads) for name in THREAD_VARIABLES}
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
 from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
 from mlx_diar.errors import ModelDirError, OptionError
 from mlx_diar.inference import aggregate, chunk_batches, trim
+from mlx_diar.lanes import SegmentationLanes
 from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.parameters import Parameters
@@ -70,11 +71,17 @@ def _cpu_streams(count: int) -> tuple[mx.Stream, ...]:
     return tuple(mx.new_stream(mx.cpu) for _ in range(count))
 
 
+def cpu_lanes() -> int:
+    """How many lanes the CPU stages spread over (see MAX_LANES): one per core this process may
+    use, and no more than the threads its BLAS was given (a corpus worker limited to one thread
+    runs one lane)."""
+    return min(MAX_LANES, available_cores(), blas_thread_count() or MAX_LANES)
+
+
 def lane_streams(device: mx.Device) -> tuple[mx.Stream, ...]:
-    """The streams the exact embedding stage spreads its trunk batches over (see MAX_LANES): on the
-    CPU one per core this process may use, and no more than the threads its BLAS was given (a
-    corpus worker limited to one thread runs one lane); the device's default stream elsewhere."""
-    lanes = min(MAX_LANES, available_cores(), blas_thread_count() or MAX_LANES)
+    """The streams the exact embedding stage spreads its trunk batches over: on the CPU one per
+    lane (`cpu_lanes`); the device's default stream elsewhere."""
+    lanes = cpu_lanes()
     if device == mx.cpu and lanes > 1:
         return _cpu_streams(lanes)
     return (mx.default_stream(device),)
@@ -271,13 +278,30 @@ class SpeakerDiarizationPipeline:
         step = self.params["segmentation_step"] * duration
         batch_size = min(int(self.params["segmentation_batch_size"]), SEGMENTATION_CHUNKS[self.device.name])
         model = self.models.segmentation
+        lanes = self.segmentation_lanes
+        sincnet_batch = SINCNET_CHUNKS[self.device.name]
         outputs = []
         with mx.stream(self.device):
-            for batch in chunk_batches(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE), batch_size):
-                features = model.features(mx.array(batch), sincnet_batch=SINCNET_CHUNKS[self.device.name])
+            for batch in chunk_batches(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE),
+                                       batch_size * (lanes.lanes if lanes else 1)):
+                if lanes is not None:
+                    outputs.append(lanes(batch, sincnet_batch))
+                    continue
+                features = model.features(mx.array(batch), sincnet_batch=sincnet_batch)
                 outputs.append(np.array(model.head(features).astype(mx.float32)))
         data = np.concatenate(outputs, axis=0)
         return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=duration, step=step))
+
+    @functools.cached_property
+    def segmentation_lanes(self) -> SegmentationLanes | None:
+        """Where the segmentation model runs its float32 NumPy forward (on the CPU, float32, not
+        quantized: `PyanNet.numpy_forward`), the lanes that run it: this process and a helper
+        process per further lane (`cpu_lanes`), started at the first use; None elsewhere."""
+        if self.device != mx.cpu:
+            return None
+        with mx.stream(self.device):
+            forward = self.models.segmentation.numpy_forward()
+        return None if forward is None else SegmentationLanes(forward, cpu_lanes())
 
     def to_multilabel(self, scores: SlidingWindowFeature) -> SlidingWindowFeature:
         """Powerset log-probabilities -> hard multilabel, as pyannote's Inference converts them."""

@@ -96,7 +96,7 @@ def bilstm(x: np.ndarray, wx: np.ndarray, wh: np.ndarray, bias: np.ndarray) -> n
 
 def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1) -> np.ndarray:
     """Channels-last convolution without padding: x (B,T,C), weight (O,K,C) -> (B,L,O), one GEMM
-    whose rows are the strided frames (each K contiguous runs of C values)."""
+    per batch item whose rows are its strided frames (each K contiguous runs of C values)."""
     out_channels, taps, in_channels = weight.shape
     x = np.array(x, F32, order="C")  # as_strided below assumes C order
     batch, steps, _ = x.shape
@@ -105,10 +105,13 @@ def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     frames = as_strided(x, (batch, length, taps, in_channels),
                         (steps * in_channels * item, stride * in_channels * item, in_channels * item, item),
                         writeable=False)
-    y = np.ascontiguousarray(frames).reshape(batch * length, -1) @ weight.reshape(out_channels, -1).T
+    w = weight.reshape(out_channels, -1).T
+    y = np.empty((batch, length, out_channels), F32)
+    for b in range(batch):  # one item's frames at a time: SincNet's first are 16 MB per 10 s chunk
+        np.matmul(np.ascontiguousarray(frames[b]).reshape(length, -1), w, out=y[b])
     if bias is not None:
         y += bias
-    return y.reshape(batch, length, out_channels)
+    return y
 
 
 def time_mean(x: np.ndarray, block: int = 64) -> np.ndarray:

@@ -10,6 +10,8 @@ sides, so the functional ops between modules (ReLU, abs...) are counted in the s
 MLX side every named output is evaluated as soon as it is produced (through the models'
 ``capture`` dict), so lazy evaluation cannot shift work between rows; MLX-only sub-layers
 (e.g. each LSTM layer, torch's LSTM being one module) are listed under the row that holds them.
+On the CPU in float32 the segmentation model's rows are its NumPy forward in this process
+(`PyanNet.numpy_forward`); a last line times it over the pipeline's CPU lanes.
 """
 
 from __future__ import annotations
@@ -179,6 +181,24 @@ def header(threads: int, batch: int, rounds: int) -> str:
     ])
 
 
+def lanes_line(forward: Any, chunks: np.ndarray, rounds: int, torch_total: float) -> str:
+    """The segmentation model's NumPy forward over the pipeline's CPU lanes (`mlx_diar.lanes`):
+    best of rounds, after one call that lets the helpers load."""
+    from mlx_diar.lanes import SegmentationLanes
+    from mlx_diar.pipeline import cpu_lanes
+
+    lanes = SegmentationLanes(forward, cpu_lanes())
+    try:
+        lanes(chunks)
+        best, _ = _timed(lambda: lanes(chunks), rounds)
+        count = lanes.lanes
+    finally:
+        lanes.close()
+    return (f"Whole segmentation model over the pipeline's CPU lanes ({count}: this process and "
+            f"{count - 1} helper process(es), one BLAS thread each): {1000 * best:.1f} ms, "
+            f"torch / MLX {torch_total / best:.2f}")
+
+
 def run(batch: int, rounds: int, threads: int, models: str) -> str:
     """Profile the offline fixture pipeline's models; returns the Markdown report."""
     import mlx.core as mx
@@ -207,6 +227,9 @@ def run(batch: int, rounds: int, threads: int, models: str) -> str:
         torch_side = torch_profile(reference._segmentation.model, x_torch, names, rounds, {})
         mlx_side, held = mlx_profile(mine.segmentation, x_mlx, rounds, set(names))
         parts.append(table("Segmentation (PyanNet)", torch_side, mlx_side, held))
+        forward = mine.segmentation.numpy_forward()
+        if forward is not None:
+            parts.append(lanes_line(forward, chunks, rounds, torch_side.total))
     if models in ("embedding", "both"):
         names = ["fbank", "resnet.conv1", "resnet.bn1"]
         names += [f"resnet.layer{i}.{j}" for i, n in enumerate(mine.embedding.config.num_blocks, 1) for j in range(n)]

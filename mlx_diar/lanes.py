@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mlx_diar._blas import numpy_blas_threads, thread_environment
+from mlx_diar._malloc import release_free_heap
 from mlx_diar.models.pyannet_numpy import NumpyPyanNet
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def _serve(conn: Connection) -> None:
                 if request[0] == "peak":
                     conn.send(("ok", peak_rss_mb()))
                 else:
-                    conn.send(("ok", model(request[1], sincnet_batch=request[2])))
+                    scores = model(request[1], sincnet_batch=request[2])
+                    release_free_heap()  # idle until the next batch: give the heap back meanwhile
+                    conn.send(("ok", scores))
             except Exception as e:  # noqa: BLE001 (reported to the parent, which recomputes)
                 conn.send(("error", f"{type(e).__name__}: {e}"))
     except (EOFError, OSError):
@@ -115,8 +118,12 @@ class SegmentationLanes:
     def __init__(self, model: NumpyPyanNet, lanes: int) -> None:
         self.model = model
         self.helpers: list[_Helper] = []
-        if lanes > 1:
-            self.helpers = [_Helper(model) for _ in range(lanes - 1)]
+        for _ in range(lanes - 1):
+            try:
+                self.helpers.append(_Helper(model))
+            except OSError as e:  # no interpreter to start (an embedded Python): fewer lanes
+                log.warning("cannot start a segmentation helper process (%s); running in this process", e)
+                break
         self._finalizer = weakref.finalize(self, _stop_all, self.helpers)
 
     @property

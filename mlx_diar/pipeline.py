@@ -42,11 +42,12 @@ STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "recon
 # 1 chunk 0.89, 2 chunks 0.96, 4 chunks 1.29 (bigger batches only add memory traffic); other
 # devices keep the earlier 4 (unmeasured there).
 TRUNK_CHUNKS = {"cpu": 1, "gpu": 4}
-# 10 s chunks per segmentation forward, by device, whatever `segmentation_batch_size` asks (the LSTM
-# stack holds ~3 MB per chunk), and per SincNet forward within it: SincNet's first convolution makes
-# 80 channels at the sample rate, 51 MB per chunk, so a batch of 32 raised the CPU peak by 888 MB
-# (8 chunks: 291 MB). The LSTM's step is cheaper per chunk in larger batches (2-core x86: 11.7 us
-# per chunk and step at 8 chunks, 7.4 at 32).
+# 10 s chunks per segmentation forward (per lane on the CPU: `segmentation_lanes`), by device,
+# whatever `segmentation_batch_size` asks (the LSTM stack holds ~3 MB per chunk), and per SincNet
+# forward within it: with MLX's convolution SincNet's first layer makes 80 channels at the sample
+# rate, 51 MB per chunk (a batch of 32 raised the CPU peak by 888 MB, 8 chunks: 291 MB). The LSTM's
+# step is cheaper per chunk in larger batches (2-core x86, one core: 12.8 us per chunk and step at
+# 8 chunks, 8.9 at 32, 8.3 at 64).
 SEGMENTATION_CHUNKS = {"cpu": 32, "gpu": 32}
 SINCNET_CHUNKS = {"cpu": 8, "gpu": 32}
 # On the CPU the exact embedding stage runs this many trunk batches at once, each on its own MLX

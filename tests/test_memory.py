@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 
 from harness.memory import curve_frame, curve_table, memory_curve
+from mlx_diar.pipeline import cpu_lanes
 
 
 def test_memory_curve_measures_the_child_alone(tmp_path) -> None:
@@ -16,4 +17,9 @@ def test_memory_curve_measures_the_child_alone(tmp_path) -> None:
     assert row["imports_mb"] < row["loaded_mb"] < row["peak_mb"]
     assert row["imports_mb"] < min(parent_mb, 400), (row, parent_mb)
     assert row["speakers"] >= 1 and row["seconds"] > 0
+    # the segmentation helper processes are counted: their peaks added (an upper bound), and the
+    # sum sampled while the pipeline ran never above it
+    assert len(row["helpers_mb"]) == cpu_lanes() - 1 and all(mb > 0 for mb in row["helpers_mb"])
+    assert row["peak_mb"] == row["process_mb"] + sum(row["helpers_mb"])
+    assert 0 < row["sampled_mb"] <= row["peak_mb"] + 1
     assert "| 0.25 | exact |" in curve_table(curve_frame(rows))

@@ -12,7 +12,8 @@ def test_profile_segmentation_runs(tmp_path, capsys) -> None:
     report = out.read_text()
     assert report.strip() == capsys.readouterr().out.strip()
     for needle in ("BLAS:", "intra-op threads: 2", "### Segmentation (PyanNet)", "| sincnet.conv1d.0 |",
-                   "| lstm (MLX: lstm.0, lstm.1, lstm.2, lstm.3) |", "| classifier |", "cores busy"):
+                   "| lstm (MLX: lstm.0, lstm.1, lstm.2, lstm.3) |", "| classifier |", "cores busy",
+                   "Whole segmentation model over the pipeline's CPU lanes"):
         assert needle in report, needle
     rows = [line for line in report.splitlines() if line.startswith("| sincnet.conv1d.0 |")]
     torch_ms, mlx_ms = (float(cell) for cell in rows[0].split("|")[2:4])

@@ -235,8 +235,9 @@ def test_chromium_renders_the_verdict(report, tmp_path):
 
 def test_memory_curve_goes_into_every_report(tmp_path):
     rows = [{"minutes": m, "embedding_mode": "exact", "peak_mb": peak, "imports_mb": 117.0, "loaded_mb": 155.0,
-             "seconds": 60.0 * m, "speakers": 3, "timings": {}} for m, peak in ((10, 700.0), (60, 840.0))]
+             "seconds": 60.0 * m, "speakers": 3, "timings": {}, "helpers_mb": [210.0]}
+            for m, peak in ((10, 700.0), (60, 840.0))]
     paths = write_reports(tmp_path / "r", _layers(), _pipeline(), _timing(), _meta(), _diarizations(), memory=rows)
-    assert "| 60 | exact | 840 | +20.0% | 117 | 155 | 3600.0 |" in paths["summary.md"].read_text(encoding="utf-8")
+    assert "| 60 | exact | 840 | +20.0% | 210 | 117 | 155 | 3600.0 |" in paths["summary.md"].read_text(encoding="utf-8")
     np.testing.assert_allclose(pd.read_csv(paths["memory.csv"])["growth_vs_first"], [0.0, 0.2])
     assert "Memory curve" in paths["report.html"].read_text(encoding="utf-8")

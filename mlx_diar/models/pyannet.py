@@ -186,6 +186,18 @@ class BiLSTMLayer(nn.Module):
         return self.time_major(x.transpose(1, 0, 2)).transpose(1, 0, 2)
 
 
+class _CaptureAsMLX(dict):
+    """A ``capture`` for `NumpyPyanNet` that stores each output into `target` as an MLX array as
+    soon as it is produced (so a timing capture sees every layer end when it does)."""
+
+    def __init__(self, target: dict[str, mx.array]) -> None:
+        super().__init__()
+        self.target = target
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self.target[name] = mx.array(value)
+
+
 class PyanNet(nn.Module):
     """PyanNet segmentation model: (batch, samples) waveforms -> (batch, frames, num_classes)."""
 
@@ -225,11 +237,7 @@ class PyanNet(nn.Module):
         forward = self.numpy_forward()
         if forward is None:
             return self.head(self.features(waveforms, capture), capture)
-        captured: dict[str, np.ndarray] | None = {} if capture is not None else None
-        scores = forward(np.array(waveforms), captured)
-        if capture is not None:
-            capture.update({name: mx.array(value) for name, value in captured.items()})
-        return mx.array(scores)
+        return mx.array(forward(np.array(waveforms), None if capture is None else _CaptureAsMLX(capture)))
 
     def numpy_forward(self) -> NumpyPyanNet | None:
         """This model's float32 NumPy forward (a snapshot of its weights) where it runs instead of

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -118,6 +119,8 @@ class SegmentationLanes:
     def __init__(self, model: NumpyPyanNet, lanes: int) -> None:
         self.model = model
         self.helpers: list[_Helper] = []
+        self._lock = threading.Lock()
+        self._unanswered: list[_Helper] = []
         for _ in range(lanes - 1):
             try:
                 self.helpers.append(_Helper(model))
@@ -131,28 +134,51 @@ class SegmentationLanes:
         return 1 + len(self.helpers)
 
     def __call__(self, waveforms: np.ndarray, sincnet_batch: int = 8) -> np.ndarray:
-        """Scores of (batch, samples) waveforms, the batch split over the lanes in order."""
+        """Scores of (batch, samples) waveforms, the batch split over the lanes in order. Calls from
+        several threads take turns (each helper answers one request at a time)."""
+        with self._lock:
+            return self._run(waveforms, sincnet_batch)
+
+    def _run(self, waveforms: np.ndarray, sincnet_batch: int) -> np.ndarray:
+        self._drain()
         if not self.helpers or waveforms.shape[0] < 2:
             return self.model(waveforms, sincnet_batch=sincnet_batch)
         shares = np.array_split(waveforms, min(self.lanes, waveforms.shape[0]))
-        sent = {}
-        for k, helper in enumerate(list(self.helpers)[:len(shares) - 1], start=1):
-            try:
-                helper.request("forward", shares[k], sincnet_batch)
-                sent[k] = helper
-            except OSError as e:
-                self._lost(helper, e)
-        with numpy_blas_threads(1):
-            scores = {0: self.model(shares[0], sincnet_batch=sincnet_batch)}
-        for k, helper in sent.items():
-            try:
-                scores[k] = helper.answer()
-            except (EOFError, OSError, RuntimeError) as e:
-                self._lost(helper, e)
+        sent: dict[int, _Helper] = {}
+        scores: dict[int, np.ndarray] = {}
+        try:
+            for k, helper in enumerate(list(self.helpers)[:len(shares) - 1], start=1):
+                try:
+                    helper.request("forward", shares[k], sincnet_batch)
+                    sent[k] = helper
+                except OSError as e:
+                    self._lost(helper, e)
+            with numpy_blas_threads(1):
+                scores[0] = self.model(shares[0], sincnet_batch=sincnet_batch)
+            for k in list(sent):
+                answer = self._receive(sent.pop(k))
+                if answer is not None:
+                    scores[k] = answer
+        finally:  # interrupted (Ctrl-C): the next call first takes these answers out of the way
+            self._unanswered = list(sent.values())
         for k in range(len(shares)):  # shares of lost helpers
             if k not in scores:
                 scores[k] = self.model(shares[k], sincnet_batch=sincnet_batch)
         return np.concatenate([scores[k] for k in range(len(shares))])
+
+    def _drain(self) -> None:
+        """Take the stale answers of an interrupted call out of the helpers' connections."""
+        for helper in self._unanswered:
+            self._receive(helper)
+        self._unanswered = []
+
+    def _receive(self, helper: _Helper) -> np.ndarray | None:
+        """The helper's answer, or None when it failed (then it is dropped)."""
+        try:
+            return helper.answer()
+        except (EOFError, OSError, RuntimeError) as e:
+            self._lost(helper, e)
+            return None
 
     def _lost(self, helper: _Helper, error: BaseException) -> None:
         log.warning("segmentation helper process %s failed (%s); its chunks run in this process",
@@ -165,6 +191,11 @@ class SegmentationLanes:
 
     def helper_peaks_mb(self) -> list[float]:
         """Each live helper's peak resident memory (MB), for memory reports."""
+        with self._lock:
+            return self._peaks()
+
+    def _peaks(self) -> list[float]:
+        self._drain()
         peaks = []
         for helper in list(self.helpers):
             try:
@@ -179,7 +210,6 @@ class SegmentationLanes:
     def close(self) -> None:
         """Stop the helpers (also done when this object is collected, or at exit)."""
         self._finalizer()
-
 
 
 if __name__ == "__main__":

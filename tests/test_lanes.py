@@ -98,3 +98,22 @@ def test_pipeline_runs_segmentation_on_the_cpu_lanes(mlx_pipeline) -> None:
 
     lanes = mlx_pipeline.segmentation_lanes
     assert lanes is not None and lanes.lanes == cpu_lanes()
+
+
+def test_an_interrupted_call_leaves_no_stale_answer(forward, chunks: np.ndarray, monkeypatch) -> None:
+    """Ctrl-C while the helper works on its share: the next call gets its own scores, not the
+    interrupted call's."""
+    lanes = SegmentationLanes(forward, 2)
+    try:
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(type(forward), "__call__", interrupted)  # this process's share only
+        with pytest.raises(KeyboardInterrupt):
+            lanes(chunks[:4])  # the helper was sent chunks 2-3
+        monkeypatch.undo()
+        got = lanes(chunks[1:5])
+        assert rel_l2(got, forward(chunks[1:5])) <= targets.LAYER_REL_L2_F32
+        assert lanes.lanes == 2
+    finally:
+        lanes.close()

@@ -114,7 +114,8 @@ class NumpyPyanNet:
             x = x - x.max(axis=-1, keepdims=True)
             x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
         else:
-            x = np.float32(1) / (np.float32(1) + np.exp(-x))
+            with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88: 1 / inf is the right 0
+                x = np.float32(1) / (np.float32(1) + np.exp(-x))
         if capture is not None:
             capture["activation"] = x.copy()
         return x

@@ -71,10 +71,7 @@ def lstm_recurrence(xp: mx.array, wh_t: mx.array) -> mx.array:
     -> (T,D,B,H) hidden states."""
     if recurrence_backend(xp.dtype) == "mlx":
         return step_recurrence(xp, _lstm_step, wh_t)
-    scale = mx.array(numpy_kernels.sigmoid_scale(xp.shape[-1]))
-    xp, wh = mx.contiguous(xp * scale), mx.contiguous(wh_t * scale)
-    mx.eval(xp, wh)
-    return mx.array(numpy_kernels.recurrence(np.asarray(xp), np.asarray(wh)))
+    return mx.array(numpy_kernels.lstm(np.array(xp), np.array(wh_t)))
 
 
 def conv1d(layer: nn.Conv1d, x: mx.array) -> mx.array:

@@ -49,6 +49,13 @@ class LstmCell:
         np.multiply(self.o, self.tmp, out=h)
 
 
+def lstm(xp: np.ndarray, wh_t: np.ndarray) -> np.ndarray:
+    """D independent LSTMs from zero state, time-major: xp (T,D,B,4H) input projections (biases
+    included), wh_t (D,H,4H) recurrent weights, gates in torch's order -> (T,D,B,H) hidden states."""
+    scale = sigmoid_scale(xp.shape[-1])
+    return recurrence(np.ascontiguousarray(xp * scale, F32), np.ascontiguousarray(wh_t * scale, F32))
+
+
 def recurrence(xp: np.ndarray, wh: np.ndarray) -> np.ndarray:
     """float32 recurrence with xp (T,D,B,4H) and wh (D,H,4H) already scaled by `sigmoid_scale`
     -> (T,D,B,H) hidden states from zero state."""

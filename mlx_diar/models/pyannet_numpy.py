@@ -87,9 +87,7 @@ class NumpyPyanNet:
         wx, wh, bias = (np.stack([w[f"lstm.{k}.{d}.{name}"] for d in directions]) for name in ("Wx", "Wh", "bias"))
         if self.bidirectional:
             return nk.bilstm(x, wx, wh, bias)
-        scale = nk.sigmoid_scale(wh.shape[1])
-        xp = x @ (wx[0] * scale[:, None]).T + bias[0] * scale
-        return nk.recurrence(xp[:, None], np.ascontiguousarray((wh * scale[:, None]).transpose(0, 2, 1)))[:, 0]
+        return nk.lstm((x @ wx[0].T + bias[0])[:, None], wh.transpose(0, 2, 1))[:, 0]
 
     def head(self, features: np.ndarray, capture: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """SincNet features (batch, frames, 60) -> LSTM stack > linear > classifier > activation."""

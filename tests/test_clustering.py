@@ -308,3 +308,22 @@ def test_one_matrix_linkage_matches_pyannote(
     theirs = ref(embeddings.copy(), _swf(segmentations), min_clusters=1, max_clusters=np.inf)
     with np.errstate(invalid="ignore"):
         _assert_same_outputs(ours(embeddings, segmentations), theirs)
+
+
+@pytest.mark.parametrize("method", ["vbx", "agglomerative"])
+def test_train_chunks_train_the_clustering_alone_and_every_chunk_is_assigned(method: str, plda) -> None:
+    """`train_chunks` (sparse embedding mode): the same clustering as on those chunks alone, and
+    the other chunks assigned to its centroids."""
+    embeddings, segmentations = _synthetic(2, nan_inactive=False)
+    keep = np.arange(len(embeddings)) % 2 == 0
+    train, chunk_idx, _ = filter_embeddings(embeddings, segmentations, train_chunks=keep)
+    assert len(chunk_idx) > 10 and keep[chunk_idx].all()
+    np.testing.assert_array_equal(train, filter_embeddings(embeddings[keep], segmentations[keep])[0])
+    clustering = (VBxClustering(plda, VBxParameters(threshold=0.6, Fa=0.07, Fb=0.8)) if method == "vbx" else
+                  AgglomerativeClustering(AgglomerativeParameters(threshold=0.6)))
+    alone = clustering.trace(embeddings[keep], segmentations[keep])
+    restricted = clustering.trace(embeddings, segmentations, train_chunks=keep)
+    np.testing.assert_allclose(restricted["centroids"], alone["centroids"], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(restricted["hard_clusters"][keep], alone["hard_clusters"])
+    assert restricted["hard_clusters"].shape == embeddings.shape[:2]
+    assert (restricted["hard_clusters"][~keep][segmentations[~keep].sum(axis=1) > 0] >= 0).all()

@@ -147,9 +147,13 @@ class AgglomerativeClustering(BaseClustering):
         num_clusters: int | None = None,
         min_clusters: int | None = None,
         max_clusters: int | None = None,
+        train_chunks: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """`BaseClustering.__call__`, its stages in a dict (train_*, train_clusters, outputs)."""
-        train_embeddings, chunk_idx, speaker_idx = filter_embeddings(embeddings, segmentations)
+        """`BaseClustering.__call__`, its stages in a dict (train_*, train_clusters, outputs);
+        `train_chunks` as in `BaseClustering.trace`."""
+        train_embeddings, chunk_idx, speaker_idx = filter_embeddings(
+            embeddings, segmentations, train_chunks=train_chunks
+        )
         num_clusters, min_clusters, max_clusters = set_num_clusters(
             train_embeddings.shape[0], num_clusters, min_clusters, max_clusters
         )

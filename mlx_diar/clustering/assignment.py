@@ -34,18 +34,22 @@ def set_num_clusters(
 
 
 def filter_embeddings(
-    embeddings: np.ndarray, segmentations: np.ndarray, min_active_ratio: float = 0.2
+    embeddings: np.ndarray, segmentations: np.ndarray, min_active_ratio: float = 0.2,
+    train_chunks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep embeddings that are not NaN and whose speaker is alone for enough frames.
 
     `BaseClustering.filter_embeddings`: embeddings (chunks, speakers, dim), binary
     segmentations (chunks, frames, speakers). Returns (train_embeddings, chunk_idx, speaker_idx).
+    `train_chunks` (boolean per chunk; not in pyannote) keeps only those chunks' embeddings.
     """
     num_frames = segmentations.shape[1]
     single_active = np.sum(segmentations, axis=2, keepdims=True) == 1
     num_clean_frames = np.sum(segmentations * single_active, axis=1)
     active = num_clean_frames >= min_active_ratio * num_frames
     valid = ~np.any(np.isnan(embeddings), axis=2)
+    if train_chunks is not None:
+        valid &= np.asarray(train_chunks, dtype=bool)[:, None]
     chunk_idx, speaker_idx = np.where(active * valid)
     return embeddings[chunk_idx, speaker_idx], chunk_idx, speaker_idx
 
@@ -117,8 +121,13 @@ class BaseClustering:
         num_clusters: int | None = None,
         min_clusters: int | None = None,
         max_clusters: int | float | None = None,
+        train_chunks: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Run the clustering; every stage in a dict with hard_clusters, soft_clusters, centroids."""
+        """Run the clustering; every stage in a dict with hard_clusters, soft_clusters, centroids.
+
+        With `train_chunks` (boolean per chunk), only those chunks' embeddings train the
+        clustering (see `filter_embeddings`); every chunk is assigned.
+        """
         raise NotImplementedError
 
     def __call__(

@@ -97,15 +97,19 @@ class VBxClustering(BaseClustering):
         num_clusters: int | None = None,
         min_clusters: int | None = None,
         max_clusters: int | float | None = None,
+        train_chunks: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Run the clustering and return every stage in a dict.
 
         Keys: train_embeddings, train_chunk_idx, train_speaker_idx, ahc_clusters, plda_features,
         gamma, pi, kmeans_clusters (None unless KMeans re-clustered to a forced count),
         hard_clusters, soft_clusters, centroids. Stages that did not run are None.
+        `train_chunks`: as in `BaseClustering.trace`.
         """
         min_clusters, max_clusters = _bounds(num_clusters, min_clusters, max_clusters)
-        train_embeddings, chunk_idx, speaker_idx = filter_embeddings(embeddings, segmentations)
+        train_embeddings, chunk_idx, speaker_idx = filter_embeddings(
+            embeddings, segmentations, train_chunks=train_chunks
+        )
         out: dict[str, Any] = dict(
             train_embeddings=train_embeddings,
             train_chunk_idx=chunk_idx,

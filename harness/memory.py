@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m harness memory", description=main.__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
-    parser.add_argument("--embedding-mode", choices=("exact", "shared"), default="exact")
+    parser.add_argument("--embedding-mode", choices=("exact", "sparse", "shared"), default="exact")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     table = curve_table(curve_frame(memory_curve(args.minutes, args.embedding_mode)))

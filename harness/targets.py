@@ -63,9 +63,8 @@ VBX_ATOL = 1e-9
 # every other frame, and whole-file log-prob errors must stay below this float32 noise floor.
 SEGMENTATION_TIE_MARGIN = 1e-3
 
-# opt-in fast mode (`embedding_mode="shared"`): DER against exact mode on the same file; the chunks' shared
-# trunk frames differ from per-chunk ones only near block edges and in the per-chunk mean normalisation
-PIPELINE_DER_SHARED = 0.005  # 0.5 point
+# opt-in fast embedding modes (`embedding_mode="sparse"` or "shared"): DER against exact mode on the same file
+PIPELINE_DER_FAST = 0.005  # 0.5 point
 
 def segmentation_f32_bound(pyannote_f32_rel_l2: float) -> float:
     """Largest allowed relative L2 error of an MLX float32 segmentation layer against pyannote's float64 one,

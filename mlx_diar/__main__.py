@@ -238,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--min-duration-off", type=_number(0), default=None)
     d.add_argument("--segmentation-batch-size", type=_number(1, integer=True), default=None)
     d.add_argument("--embedding-batch-size", type=_number(1, integer=True), default=None)
-    d.add_argument("--embedding-mode", choices=("exact", "shared"), default=None,
-                   help="exact (default): pyannote's output; shared: embedding trunk once per block of "
-                        "chunks, several times faster, not exact (see the harness for its DER cost)")
+    d.add_argument("--embedding-mode", choices=("exact", "sparse", "shared"), default=None,
+                   help="exact (default): pyannote's output; sparse: the embedding trunk on every other "
+                        "chunk, about twice as fast, not exact; shared: the trunk once per block of chunks, "
+                        "faster still, less exact (docs/performance.md: their DER cost)")
     d.add_argument("--param", action="append", default=[], metavar="GROUP.NAME=VALUE",
                    help="any pipeline hyper-parameter, e.g. clustering.threshold=0.5")
     d.add_argument("--print-params", action="store_true", help="print the parameters in use to stderr")

@@ -24,6 +24,7 @@ import mlx.core as mx
 import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
+from mlx_diar import sparse
 from mlx_diar._blas import blas_thread_count, blas_threads
 from mlx_diar._malloc import release_free_heap
 from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
@@ -35,6 +36,7 @@ from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.parameters import Parameters
 from mlx_diar.signal import binarize, to_annotation
+from mlx_diar.sparse import SparsePlan, plan_sparse, uncertain_chunks
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
@@ -56,7 +58,9 @@ SINCNET_CHUNKS = {"cpu": 8, "gpu": 32}
 # kept a 2-core x86 CPU half idle: 0.77-1.04 s per chunk, two lanes 0.52-0.70 s (same outputs).
 # At most MAX_LANES (unmeasured above 2 cores), never more than the cores this process may use.
 MAX_LANES = 4
-EMBEDDING_MODES = ("exact", "shared")  # "shared": trunk once per block of chunks (fast, not exact)
+# "sparse" (fast, not exact): the trunk on every other active chunk, the rest from their
+# neighbours (`mlx_diar.sparse`); "shared" (faster, less exact): trunk once per block of chunks
+EMBEDDING_MODES = ("exact", "sparse", "shared")
 
 
 def available_cores() -> int:
@@ -97,7 +101,7 @@ class PipelineParameters(Parameters):
     embedding_exclude_overlap: bool = True
     segmentation_batch_size: int = 32
     embedding_batch_size: int = 32
-    embedding_mode: str = "exact"  # "shared" (opt-in): trunk once per block of chunks, fast, not exact
+    embedding_mode: str = "exact"  # or (opt-in, fast, not exact) "sparse" or "shared": see EMBEDDING_MODES
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -379,18 +383,24 @@ class SpeakerDiarizationPipeline:
             frames = model.forward_frames(mx.zeros((1, model.min_num_samples)))  # any finite frames
             return np.array(model.forward_embedding(frames, mx.zeros((1, num_speakers, 1))))[0]
 
+    def sparse_plan(self, binarized: SlidingWindowFeature) -> SparsePlan:
+        """The chunks sparse mode computes, and where the others' embeddings come from."""
+        return plan_sparse(binarized.data, binarized.sliding_window.step / self.frames.step)
+
     def get_embeddings(self, waveform: Waveform, binarized: SlidingWindowFeature,
                        exclude_overlap: bool | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                       progress: Callable[[int, int], None] | None = None,
+                       plan: SparsePlan | None = None) -> np.ndarray:
         """(num_chunks, num_speakers, dim) embeddings per (chunk, local speaker).
 
         Same inputs as pyannote's `get_embeddings` (chunk audio, per-speaker masks), but the
         ResNet trunk runs once per chunk and statistics pooling once per speaker: pyannote
         runs the whole network for each (chunk, speaker) pair on identical audio. Chunks where
         no speaker is active skip the trunk: all their masks are zero, so their embeddings are
-        `silent_embedding`, which is what pyannote computes for them. With the
-        ``embedding_mode`` parameter "shared" (opt-in, not exact), the trunk runs once over
-        long blocks of the recording instead (`shared_embeddings`).
+        `silent_embedding`, which is what pyannote computes for them. The ``embedding_mode``
+        parameter "sparse" (opt-in, not exact) computes only `plan`'s chunks (`sparse_plan`
+        when not given) and fills the others from them; "shared" (opt-in, not exact) runs the
+        trunk once over long blocks of the recording instead (`shared_embeddings`).
         """
         if exclude_overlap is None:
             exclude_overlap = bool(self.params["embedding_exclude_overlap"])
@@ -402,30 +412,52 @@ class SpeakerDiarizationPipeline:
         active = np.flatnonzero(masks.any(axis=(1, 2)))
         if mode == "shared":
             self.shared_embeddings(waveform, binarized.sliding_window, masks, active, embeddings, progress)
-            return embeddings
+        elif mode == "sparse":
+            plan = plan if plan is not None else self.sparse_plan(binarized)
+            computed = active[plan.computed[active]]
+            self.trunk_embeddings(waveform, binarized.sliding_window, masks, computed, embeddings, progress)
+            plan.fill(embeddings)
+        else:
+            self.trunk_embeddings(waveform, binarized.sliding_window, masks, active, embeddings, progress)
+        return embeddings
+
+    def refine_sparse(self, waveform: Waveform, binarized: SlidingWindowFeature, plan: SparsePlan,
+                      embeddings: np.ndarray, soft_clusters: np.ndarray) -> np.ndarray:
+        """Sparse mode's second pass: the chunks whose filled speakers the clustering could not
+        tell apart (`uncertain_chunks`) get their exact embeddings in `embeddings`; returns them."""
+        uncertain = uncertain_chunks(plan, soft_clusters, sparse.MARGIN)
+        if len(uncertain):
+            masks = self.embedding_masks(binarized, bool(self.params["embedding_exclude_overlap"]))
+            self.trunk_embeddings(waveform, binarized.sliding_window, masks, uncertain, embeddings)
+        return uncertain
+
+    def trunk_embeddings(self, waveform: Waveform, chunks: SlidingWindow, masks: np.ndarray,
+                         indices: np.ndarray, out: np.ndarray,
+                         progress: Callable[[int, int], None] | None = None) -> None:
+        """Exact embeddings of the chunks `indices` into ``out[indices]``: the trunk once per chunk,
+        batches spread over the device's lanes (`lane_streams`)."""
         model = self.models.embedding
         # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks, at
         # most TRUNK_CHUNKS of this device: the trunk's transient memory grows with the chunks in a batch
         pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
         chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS[self.device.name]))
         # no more lanes than batches: a one-chunk file keeps its BLAS on every core
-        lanes = lane_streams(self.device)[: max(1, math.ceil(len(active) / chunks_per_batch))]
+        lanes = lane_streams(self.device)[: max(1, math.ceil(len(indices) / chunks_per_batch))]
         with blas_threads(1 if len(lanes) > 1 else None):
-            for start in range(0, len(active), chunks_per_batch * len(lanes)):
-                stop = min(start + chunks_per_batch * len(lanes), len(active))
-                batches = [active[k:k + chunks_per_batch] for k in range(start, stop, chunks_per_batch)]
+            for start in range(0, len(indices), chunks_per_batch * len(lanes)):
+                stop = min(start + chunks_per_batch * len(lanes), len(indices))
+                batches = [indices[k:k + chunks_per_batch] for k in range(start, stop, chunks_per_batch)]
                 outputs = []
                 for lane, batch in zip(lanes, batches):
-                    audio = self.chunk_waveforms(waveform, binarized.sliding_window, batch)
+                    audio = self.chunk_waveforms(waveform, chunks, batch)
                     with mx.stream(lane):
                         frames = model.forward_frames(mx.array(audio))
                         outputs.append(model.forward_embedding(frames, mx.array(masks[batch])))
                 mx.eval(outputs)
                 for batch, output in zip(batches, outputs):
-                    embeddings[batch] = np.array(output)
+                    out[batch] = np.array(output)
                 if progress is not None:
-                    progress(stop, len(active))
-        return embeddings
+                    progress(stop, len(indices))
 
     def shared_embeddings(self, waveform: Waveform, chunks: SlidingWindow, masks: np.ndarray,
                           active: np.ndarray, out: np.ndarray,
@@ -546,16 +578,29 @@ class SpeakerDiarizationPipeline:
                                  np.zeros((0, self.models.embedding.config.embed_dim)),
                                  stages if keep_stages else {}, timings)
         t = time.perf_counter()
+        plan = self.sparse_plan(binarized) if self.options.embedding_mode == "sparse" else None
         embeddings = self.get_embeddings(
-            waveform, binarized,
+            waveform, binarized, plan=plan,
             progress=(lambda done, total: progress("embeddings", done, total)) if progress else None)
         release_free_heap()
         timings["embeddings"] = time.perf_counter() - t
         stages["embeddings"] = embeddings
         t = time.perf_counter()
-        clustering = self.clustering()
-        trace = clustering.trace(embeddings, binarized.data, num_clusters=num_speakers,
-                                 min_clusters=min_speakers, max_clusters=max_speakers)
+        # sparse mode: only the computed chunks' embeddings train the clustering
+        cluster = functools.partial(self.clustering().trace, segmentations=binarized.data,
+                                    num_clusters=num_speakers, min_clusters=min_speakers,
+                                    max_clusters=max_speakers,
+                                    train_chunks=None if plan is None else plan.computed)
+        trace = cluster(embeddings)
+        if plan is not None:
+            refine = time.perf_counter()
+            refined = self.refine_sparse(waveform, binarized, plan, embeddings, trace["soft_clusters"])
+            refine = time.perf_counter() - refine  # embedding work, not clustering
+            timings["embeddings"] += refine
+            t += refine
+            if len(refined):
+                trace = cluster(embeddings)  # the same training embeddings: the same centroids
+            stages["sparse"] = {"computed": plan.computed, "refined": refined}
         hard_clusters, centroids = trace["hard_clusters"], trace["centroids"]
         timings["clustering"] = time.perf_counter() - t
         stages["clustering"] = trace

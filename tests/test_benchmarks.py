@@ -83,9 +83,9 @@ def pyannote_clip_run(bench_clip, reference_pipeline):
     return run_reference(reference_pipeline, waveform, uri=name, record_layers=False)
 
 
-@pytest.mark.parametrize("mode", ["exact", "shared"])
+@pytest.mark.parametrize("mode", ["exact", "sparse", "shared"])
 def test_pipeline_stage_ratios(benchmark, bench_clip, pyannote_clip_run, mlx_pipeline, mode: str) -> None:
-    """Whole pipeline, MLX (exact or shared embedding mode) vs pyannote on the same clip, same run."""
+    """Whole pipeline, MLX (exact or a fast embedding mode) vs pyannote on the same clip, same run."""
     import torch
 
     from harness.metrics import score, uem_for

@@ -1,4 +1,4 @@
-"""Chunking one batch at a time, skipped silent chunks, and the opt-in shared embedding mode."""
+"""Chunking one batch at a time, skipped silent chunks, and the opt-in fast embedding modes."""
 
 from __future__ import annotations
 
@@ -55,18 +55,56 @@ def test_silent_chunks_skip_the_trunk_with_the_same_embeddings(mlx_pipeline, sam
         assert error <= targets.LAYER_REL_L2_F32
 
 
-def test_shared_embedding_mode_costs_little_der(mlx_model_dir, mlx_pipeline, sample) -> None:
-    """Opt-in fast mode: DER against exact mode within harness.targets.PIPELINE_DER_SHARED."""
+@pytest.fixture(scope="module")
+def exact_sample_run(mlx_pipeline, sample):
+    return mlx_pipeline.apply(sample[0], keep_stages=True)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "shared"])
+def test_fast_embedding_modes_cost_little_der(mode: str, exact_sample_run, mlx_model_dir, sample) -> None:
+    """Opt-in fast modes: DER against exact mode within harness.targets.PIPELINE_DER_FAST."""
     from harness.metrics import score, uem_for
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
     waveform = sample[0]
-    exact = mlx_pipeline.apply(waveform)
-    fast = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "shared"})
-    shared = fast.apply(waveform)
-    result = score(exact.speaker_diarization, shared.speaker_diarization, uem_for(len(waveform) / SAMPLE_RATE))
-    print(f"\nshared vs exact on the sample: DER {result['der']:.4%}")
-    assert result["der"] <= targets.PIPELINE_DER_SHARED
+    fast = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": mode}).apply(waveform)
+    result = score(exact_sample_run.speaker_diarization, fast.speaker_diarization,
+                   uem_for(len(waveform) / SAMPLE_RATE))
+    print(f"\n{mode} vs exact on the sample: DER {result['der']:.4%}")
+    assert result["der"] <= targets.PIPELINE_DER_FAST
+
+
+def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sample_run, mlx_model_dir, sample,
+                                                                        monkeypatch) -> None:
+    """Sparse mode: the computed chunks' embeddings are exact mode's; filled ones never train the
+    clustering; an uncertain filled speaker's chunk is computed in a second pass (here: every one)."""
+    from mlx_diar import sparse
+    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+
+    pipeline = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "sparse"})
+    exact = exact_sample_run.stages["embeddings"]
+    active = np.flatnonzero(exact_sample_run.stages["segmentation"].data.sum(axis=(1, 2)) > 0)
+
+    def relative_error(chunks: np.ndarray, embeddings: np.ndarray) -> float:
+        return float(np.linalg.norm(embeddings[chunks] - exact[chunks]) / np.linalg.norm(exact[chunks]))
+
+    first = pipeline.apply(sample[0], keep_stages=True)
+    computed = first.stages["sparse"]["computed"]
+    filled = np.setdiff1d(active, np.flatnonzero(computed))
+    assert len(filled) >= len(active) // 2 - 1 and computed[active[::sparse.STRIDE]].all()
+    assert relative_error(np.flatnonzero(computed), first.stages["embeddings"]) <= targets.LAYER_REL_L2_F32
+    assert relative_error(filled, first.stages["embeddings"]) > 10 * targets.LAYER_REL_L2_F32  # really filled
+    trace = first.stages["clustering"]
+    assert computed[trace["train_chunk_idx"]].all()
+    assert len(trace["train_chunk_idx"]) < len(exact_sample_run.stages["clustering"]["train_chunk_idx"])
+
+    # the seeded model finds one cluster on the sample: two are asked for, so that there are margins;
+    # and every filled speaker is uncertain, so all filled chunks are recomputed
+    monkeypatch.setattr(sparse, "MARGIN", np.inf)
+    second = pipeline.apply(sample[0], num_speakers=2, keep_stages=True)
+    assert np.array_equal(second.stages["sparse"]["refined"], filled)
+    assert relative_error(active, second.stages["embeddings"]) <= targets.LAYER_REL_L2_F32
+    assert np.array_equal(second.stages["clustering"]["train_chunk_idx"], trace["train_chunk_idx"])
 
 
 def test_unknown_embedding_mode_is_a_clear_error(mlx_model_dir) -> None:

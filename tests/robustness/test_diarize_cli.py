@@ -31,7 +31,16 @@ BAD_OPTIONS = [
     (["--embedding-batch-size", "2.5"], "error: argument --embedding-batch-size: expected an integer, got '2.5'"),
     (["--param", "clustering.threshold=nan"], "error: --param value 'nan' is not a finite number"),
     (["--param", "oops"], "error: --param expects GROUP.NAME=VALUE"),
+    (["--embedding-mode", "fastest"], "error: argument --embedding-mode: invalid choice: 'fastest'"),
 ]
+
+
+def test_the_embedding_modes_offered_are_the_pipeline_s(capsys) -> None:
+    from mlx_diar.pipeline import EMBEDDING_MODES
+
+    with pytest.raises(SystemExit):
+        cli.main(["diarize", "--help"])
+    assert "{" + ",".join(EMBEDDING_MODES) + "}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options, line", BAD_OPTIONS)

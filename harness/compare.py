@@ -38,7 +38,7 @@ from mlx_diar.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
 from mlx_diar.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
-from mlx_diar.pipeline import STAGES
+from mlx_diar.pipeline import EMBEDDING_MODES, STAGES
 from mlx_diar.provenance import package_versions
 
 if TYPE_CHECKING:
@@ -49,24 +49,39 @@ WARMUP_SECONDS = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One MLX conversion to compare: a dtype and precision policy, optionally with quantized weights."""
+    """One MLX conversion to compare: a dtype and precision policy, optionally with quantized weights,
+    run in an embedding mode (a fast mode is judged against the same conversion in exact mode)."""
 
     dtype: str
     quantize: int | None = None
     group_size: int = 64
     precision: str = "default"  # or "pure": every block in `dtype` (reported, never gated)
+    embedding_mode: str = "exact"  # or a fast mode of `mlx_diar.pipeline.EMBEDDING_MODES`
 
     @property
-    def name(self) -> str:
+    def model_name(self) -> str:
+        """The conversion's name (shared by every embedding mode)."""
         pure = "-pure" if self.precision == "pure" and self.dtype != "float32" else ""
         return self.dtype + pure + (f"-q{self.quantize}g{self.group_size}" if self.quantize else "")
 
+    @property
+    def name(self) -> str:
+        return self.model_name + ("" if self.embedding_mode == "exact" else f"-{self.embedding_mode}")
 
-def variants(dtype: str, quantize: int | None, group_size: int, pure: bool = False) -> list[Variant]:
+    @property
+    def exact(self) -> "Variant":
+        """The same conversion in exact mode."""
+        return dataclasses.replace(self, embedding_mode="exact")
+
+
+def variants(dtype: str, quantize: int | None, group_size: int, pure: bool = False,
+             fast_modes: tuple[str, ...] = ()) -> list[Variant]:
     """Variants for `--dtype` (one or `all`), each also quantized when `--quantize` is given; with
-    `pure`, also the naive all-reduced variant of each reduced dtype."""
+    `pure`, also the naive all-reduced variant of each reduced dtype; each dtype also in every
+    embedding mode of `fast_modes` (after its exact-mode variant, which it is judged against)."""
     dtypes = ["float32", "float16", "bfloat16"] if dtype == "all" else [dtype]
     out = [Variant(d) for d in dtypes]
+    out += [Variant(d, embedding_mode=mode) for d in dtypes for mode in fast_modes if mode != "exact"]
     if pure:
         out += [Variant(d, precision="pure") for d in dtypes if d != "float32"]
     if quantize:
@@ -142,7 +157,7 @@ def model_cache_key(fingerprint: str, variant: Variant) -> str:
     reuses a stale conversion."""
     from mlx_diar import model_io
 
-    return f"{fingerprint[:16]}-{variant.name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
+    return f"{fingerprint[:16]}-{variant.model_name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
 
 
 def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
@@ -241,7 +256,11 @@ def layer_target(variant: Variant, row: LayerRow) -> tuple[str, bool | None]:
 
 # ---------------------------------------------------------------------------------------------- pipeline
 def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | None]:
-    """The pipeline target for this variant, and whether it is met (None when the variant has none)."""
+    """The pipeline target for this variant, and whether it is met (None when the variant has none).
+    A fast embedding mode is judged by its DER against the same conversion in exact mode."""
+    if variant.embedding_mode != "exact":
+        return (f"DER vs exact mode <= {100 * targets.PIPELINE_DER_FAST:.1f} pt",
+                bool(row.der_vs_exact <= targets.PIPELINE_DER_FAST))
     der = row.der_vs_pyannote
     if variant.dtype == "float32" and not variant.quantize:
         ok = (der <= targets.PIPELINE_DER_F32
@@ -383,7 +402,7 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
     for variant in variant_list:
         step(f"converting {variant.name}")
         pipeline = SpeakerDiarizationPipeline(model_path=converted_model(resolved.root, fingerprint, variant),
-                                              device=device)
+                                              device=device, params={"embedding_mode": variant.embedding_mode})
         pipeline.apply(warmup)
         mlx[variant] = pipeline
     return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, reference=reference, mlx=mlx)
@@ -421,9 +440,12 @@ def run_pyannote(item: AudioItem, pipeline, layer_items: int) -> tuple[Reference
     return ref, row, timing
 
 
-def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
+def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun, exact: Any = None
             ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
-    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing)."""
+    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing).
+
+    A fast embedding mode is also scored against `exact` (the same conversion's exact-mode diarization);
+    its layers and embeddings are the exact variant's, so they are not compared again."""
     from harness.metrics import score
     from harness.sensitivity import footprint
 
@@ -436,17 +458,20 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun
                       pyannote_speakers=_speakers(ref.diarization), **footprint(pipeline.models.path),
                       der_vs_pyannote=versus["der"], jer_vs_pyannote=versus["jer"],
                       segmentation_frame_agreement=1.0, segmentation_frame_agreement_decided=1.0)
+    fast = variant.embedding_mode != "exact"
+    if fast and exact is not None:
+        row.der_vs_exact = score(exact, hypothesis, item.uem)["der"]
     if "embeddings" in out.stages:  # else no speech: the run stopped after speaker counting
         row.segmentation_frame_agreement, row.segmentation_frame_agreement_decided = segmentation_agreement(
             out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
-        if "embeddings" in ref.arrays:
+        if "embeddings" in ref.arrays and not fast:
             row.embedding_min_cosine_own_masks = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
             row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays)
     if item.reference is not None:
         s = score(item.reference, hypothesis, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
     row.target, row.passed = pipeline_target(variant, row)
-    layers = layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
+    layers = [] if fast else layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
     timing = timing_rows(item.uri, variant.name, "mlx", out.timings, item.duration, rss.peak_mb, 1,
                          ref.meta["timings"])
     return hypothesis, row, layers, timing
@@ -463,7 +488,8 @@ def compare_recording(item: AudioItem, session: Session, layer_items: int = 1,
                                                        reference=item.reference))
     for variant, pipeline in session.mlx.items():
         step(f"mlx {variant.name}: {item.uri}")
-        hypothesis, row, layers, timing = run_mlx(item, variant, pipeline, ref)
+        exact = result.diarizations.mlx.get(variant.exact.name)
+        hypothesis, row, layers, timing = run_mlx(item, variant, pipeline, ref, exact)
         result.diarizations.mlx[variant.name] = hypothesis
         result.pipeline.append(row)
         result.layers += layers
@@ -471,27 +497,34 @@ def compare_recording(item: AudioItem, session: Session, layer_items: int = 1,
     return result
 
 
-def corpus_rows(results: list[RecordingResult], variant_names: list[str]) -> list[PipelineRow]:
-    """Aggregate rows (file "(all)"): corpus DER/JER accumulated by pyannote.metrics over every recording."""
+def corpus_rows(results: list[RecordingResult], variant_list: list[Variant]) -> list[PipelineRow]:
+    """Aggregate rows (file "(all)"): corpus DER/JER accumulated by pyannote.metrics over every recording
+    (a fast embedding mode's also against its exact-mode variant)."""
     from harness.metrics import Accumulator
 
     duration = sum(r.diarizations.duration for r in results)
     rows = []
-    for name in ["pyannote", *variant_names]:
-        row = PipelineRow(file="(all)", variant=name, side="pyannote" if name == "pyannote" else "mlx",
+    for variant in [None, *variant_list]:
+        name = "pyannote" if variant is None else variant.name
+        row = PipelineRow(file="(all)", variant=name, side="pyannote" if variant is None else "mlx",
                           duration_s=duration)
-        versus_reference, versus_pyannote = Accumulator(), Accumulator()
+        versus_reference, versus_pyannote, versus_exact = Accumulator(), Accumulator(), Accumulator()
+        fast = variant is not None and variant.embedding_mode != "exact"
         for r in results:
             d = r.diarizations
-            hypothesis = d.pyannote if name == "pyannote" else d.mlx[name]
+            hypothesis = d.pyannote if variant is None else d.mlx[name]
             if d.reference is not None:
                 versus_reference.add(d.reference, hypothesis, r.uem)
-            if name != "pyannote":
+            if variant is not None:
                 versus_pyannote.add(d.pyannote, hypothesis, r.uem)
+            if fast and variant.exact.name in d.mlx:
+                versus_exact.add(d.mlx[variant.exact.name], hypothesis, r.uem)
         if any(r.diarizations.reference is not None for r in results):
             row.der_vs_reference, row.jer_vs_reference = versus_reference.result().values()
-        if name != "pyannote":
+        if variant is not None:
             row.der_vs_pyannote, row.jer_vs_pyannote = versus_pyannote.result().values()
+        if fast and all(variant.exact.name in r.diarizations.mlx for r in results):
+            row.der_vs_exact = versus_exact.result()["der"]
         rows.append(row)
     return rows
 
@@ -519,7 +552,7 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
         progress.close()
     pipeline = [row for r in results for row in r.pipeline]
     if len(results) > 1:
-        pipeline += corpus_rows(results, [v.name for v in variant_list])
+        pipeline += corpus_rows(results, variant_list)
     return CompareResult(layers=[row for r in results for row in r.layers], pipeline=pipeline,
                          timing=[row for r in results for row in r.timing],
                          diarizations={r.uri: r.diarizations for r in results}, meta=session.meta())
@@ -569,7 +602,9 @@ def first_failure(layers: list[LayerRow], pipeline: list[PipelineRow]) -> list[s
     for row in pipeline:
         if row.passed is False:
             failures.append(f"{row.file} {row.variant}: pipeline target missed ({row.target}): DER vs pyannote "
-                            f"{row.der_vs_pyannote:.2%}, frames {row.segmentation_frame_agreement:.4%}, "
+                            f"{row.der_vs_pyannote:.2%}, " + (f"vs exact mode {row.der_vs_exact:.2%}, "
+                                                             if row.der_vs_exact == row.der_vs_exact else "")
+                            + f"frames {row.segmentation_frame_agreement:.4%}, "
                             f"min cosine {row.embedding_min_cosine:.6f}")
     return failures
 
@@ -598,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sensitivity", action="store_true",
                         help="also map each block's precision sensitivity (slow: ~70 pipeline runs per file)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--embedding-mode", nargs="+", choices=EMBEDDING_MODES, default=["exact"],
+                        help="also run each dtype in these fast embedding modes, each judged by its DER "
+                             "against exact mode (harness/targets.py PIPELINE_DER_FAST)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<time>-<hash>)")
     parser.add_argument("--layer-items", type=int, default=1, help="chunks/items whose layers are compared")
     parser.add_argument("--check", action="store_true", help="exit 1 when a parity target is missed")
@@ -656,7 +694,8 @@ def _compare(args, argv: list[str]) -> int:
     if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
         return compare_corpus(args, argv, created, out)
     items = collect_audio(args.audio, args.dataset)
-    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure),
+    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure,
+                                                          tuple(args.embedding_mode)),
                          args.device, layer_items=args.layer_items, quiet=args.quiet)
     sensitivity = pd.DataFrame(sensitivity_map(items, args.checkpoint, log=None if args.quiet else print)
                                if args.sensitivity else [])
@@ -730,6 +769,10 @@ class CompareTask(RecordingTask):
             if name != "pyannote":
                 sides[name]["vs_pyannote"] = components(d.pyannote, hypothesis, item.uem)
                 files[f"rttm/{record_name(entry.uri)}.{name}.rttm"] = hypothesis.to_rttm()
+        for variant in self.variant_list:  # a fast embedding mode against the same conversion's exact mode
+            if variant.embedding_mode != "exact" and variant.exact.name in d.mlx:
+                sides[variant.name]["vs_exact"] = components(d.mlx[variant.exact.name], d.mlx[variant.name],
+                                                             item.uem)
         return {"duration_s": item.duration,
                 "reference_speakers": len(d.reference.labels()) if d.reference is not None else None,
                 "uem": [[s.start, s.end] for s in item.uem],
@@ -758,7 +801,7 @@ def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> in
 
     entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
                              protocol=args.protocol, subset=args.subset, database=args.database)
-    variant_list = variants(args.dtype, args.quantize, args.q_group_size)
+    variant_list = variants(args.dtype, args.quantize, args.q_group_size, fast_modes=tuple(args.embedding_mode))
     fixture = args.checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
     source = source_fingerprint(resolved.root)

@@ -60,7 +60,8 @@ def overall_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "confusion": versus_reference.get("confusion", math.nan)}
         if side != "pyannote":
             versus_pyannote = _rates(mine, side, "vs_pyannote")
-            row.update(der_vs_pyannote=versus_pyannote["der"], jer_vs_pyannote=versus_pyannote["jer"])
+            row.update(der_vs_pyannote=versus_pyannote["der"], jer_vs_pyannote=versus_pyannote["jer"],
+                       der_vs_exact=_rates(mine, side, "vs_exact")["der"])
         row.update(processing_s=seconds, rtf=seconds / audio if audio else math.nan,
                    audio_h_per_h=audio / seconds if seconds else math.nan)
         rows.append(row)
@@ -145,8 +146,8 @@ def corpus_markdown(records: list[dict[str, Any]], run_line: str, worst: int = 2
              "corpus by pyannote.metrics (collar 0, overlap scored): components summed over files.", "",
              "## Overall", ""]
     lines += _table(overall, ["side", "files", "audio_h", "der_vs_reference", "jer_vs_reference", "missed",
-                              "false_alarm", "confusion", "der_vs_pyannote", "jer_vs_pyannote", "processing_s",
-                              "rtf", "audio_h_per_h"])
+                              "false_alarm", "confusion", "der_vs_pyannote", "jer_vs_pyannote", "der_vs_exact",
+                              "processing_s", "rtf", "audio_h_per_h"])
     lines += ["", "RTF and audio h/h: each side's own processing seconds summed over its files (one worker).", ""]
     for by, title in (("reference_speakers", "By number of reference speakers"), ("duration", "By duration")):
         rows = grouped_rows(records, by)
@@ -175,4 +176,5 @@ def corpus_pipeline_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"file": "(all)", "variant": row["side"], "side": "pyannote" if row["side"] == "pyannote" else "mlx",
              "duration_s": row["audio_h"] * 3600, "der_vs_reference": row["der_vs_reference"],
              "jer_vs_reference": row["jer_vs_reference"], "der_vs_pyannote": row.get("der_vs_pyannote", math.nan),
-             "jer_vs_pyannote": row.get("jer_vs_pyannote", math.nan)} for row in overall_rows(records)]
+             "jer_vs_pyannote": row.get("jer_vs_pyannote", math.nan),
+             "der_vs_exact": row.get("der_vs_exact", math.nan)} for row in overall_rows(records)]

@@ -94,6 +94,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "max_abs_err": _sci, "rel_l2": _sci, "cosine": _cos, "argmax_agreement": _pct,
     "duration_s": _secs, "speakers": _int, "reference_speakers": _int,
     "der_vs_reference": _pct, "jer_vs_reference": _pct, "der_vs_pyannote": _pct, "jer_vs_pyannote": _pct,
+    "der_vs_exact": _pct,
     "segmentation_frame_agreement": _pct, "segmentation_frame_agreement_decided": _pct, "embedding_min_cosine": _cos,
     "embedding_min_cosine_own_masks": _cos,
     "seconds": _secs, "rtf": _secs, "speed_ratio": _ratio, "peak_rss_mb": _mb,
@@ -175,7 +176,7 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
                     "seg. argmax agreement", "pass"], _layer_rows(layers)),
         "",
         "### Pipeline",
-        *_md_table(["file", "variant", "DER MLX vs pyannote", "DER vs ref pyannote / MLX",
+        *_md_table(["file", "variant", "DER MLX vs pyannote", "DER vs exact mode", "DER vs ref pyannote / MLX",
                     "JER MLX vs pyannote", "JER vs ref pyannote / MLX", "speakers ref / pyannote / MLX",
                     "pass"], _pipeline_rows(pipeline)),
         "",
@@ -223,7 +224,7 @@ def _pipeline_rows(pipeline: pd.DataFrame) -> list[list[str]]:
     for _, m in pipeline[pipeline["side"] == "mlx"].iterrows():
         p = _paired_pyannote(pipeline, m["file"], m["variant"])
         rows.append([
-            _md(m["file"]), _md(m["variant"]), _pct(m["der_vs_pyannote"]),
+            _md(m["file"]), _md(m["variant"]), _pct(m["der_vs_pyannote"]), _pct(m["der_vs_exact"]),
             f"{_pct(_get(p, 'der_vs_reference'))} / {_pct(m['der_vs_reference'])}",
             _pct(m["jer_vs_pyannote"]),
             f"{_pct(_get(p, 'jer_vs_reference'))} / {_pct(m['jer_vs_reference'])}",

@@ -52,6 +52,7 @@ class PipelineRow:
     jer_vs_reference: float = NAN
     der_vs_pyannote: float = NAN
     jer_vs_pyannote: float = NAN
+    der_vs_exact: float = NAN  # fast embedding modes: against the same conversion in exact mode
     segmentation_frame_agreement: float = NAN
     segmentation_frame_agreement_decided: float = NAN
     embedding_min_cosine: float = NAN  # the embedding stage on pyannote's masks (`metrics.embedding_min_cosine`)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def clip(tmp_path_factory, sample) -> Path:
 @pytest.fixture(scope="module")
 def report(clip: Path, tmp_path_factory) -> tuple[int, Path]:
     out = tmp_path_factory.mktemp("report") / "r"
-    code = compare.main(["--audio", str(clip), "--dtype", "float32", "--out", str(out), "--check", "--quiet"])
+    code = compare.main(["--audio", str(clip), "--dtype", "float32", "--embedding-mode", "sparse", "shared",
+                         "--out", str(out), "--check", "--quiet"])
     return code, out
 
 
@@ -53,12 +55,16 @@ def test_report_files_and_columns(report) -> None:
     assert np.isfinite(segmentation.f64_err_mlx).all()  # every segmentation layer is gated against float64
     assert {"fbank", "resnet.layer1", "resnet.layer4", "resnet.pool", "resnet.seg_1"} <= set(embedding.layer)
     assert layers.passed.all()
-    pipeline = pd.read_csv(out / "pipeline.csv")
-    assert len(pipeline) == 2 and set(pipeline.side) == {"pyannote", "mlx"}
-    assert pipeline.loc[pipeline.side == "mlx", "der_vs_pyannote"].item() == 0.0
+    assert set(layers.variant) == {"float32"}  # the fast modes run the same conversion: not compared twice
+    pipeline = pd.read_csv(out / "pipeline.csv").set_index("variant")
+    assert list(pipeline.index) == ["pyannote", "float32", "float32-sparse", "float32-shared"]
+    assert pipeline.loc["float32", "der_vs_pyannote"] == 0.0 and np.isnan(pipeline.loc["float32", "der_vs_exact"])
+    for fast in ("float32-sparse", "float32-shared"):  # judged against exact mode on the same file
+        assert np.isfinite(pipeline.loc[fast, "der_vs_exact"]) and np.isfinite(pipeline.loc[fast, "der_vs_pyannote"])
+        assert pipeline.loc[fast, "target"].startswith("DER vs exact mode") and pipeline.loc[fast, "passed"]
     assert np.isfinite(pipeline.der_vs_reference).all()
     timing = pd.read_csv(out / "timing.csv")
-    assert len(timing) == 2 * len(compare.STAGES)
+    assert len(timing) == 4 * len(compare.STAGES)
     assert (timing.loc[timing.side == "mlx", "speed_ratio"].dropna() > 0).all()
     assert (timing.peak_rss_mb > 0).all()
     summary = (out / "summary.md").read_text().splitlines()
@@ -121,6 +127,26 @@ def test_variants() -> None:
     names = [v.name for v in compare.variants("all", 8, 64)]
     assert names == ["float32", "float16", "bfloat16", "float32-q8g64", "float16-q8g64", "bfloat16-q8g64"]
     assert [v.name for v in compare.variants("float16", None, 64)] == ["float16"]
+    fast = compare.variants("all", None, 64, fast_modes=("exact", "sparse"))
+    assert [v.name for v in fast] == ["float32", "float16", "bfloat16", "float32-sparse", "float16-sparse",
+                                      "bfloat16-sparse"]
+    assert fast[3].exact == fast[0] and fast[3].model_name == "float32"
+
+
+def test_fast_mode_target_is_its_der_against_exact_mode() -> None:
+    from harness import targets
+    from harness.rows import PipelineRow
+
+    row = PipelineRow(file="f", variant="float32-sparse", side="mlx", duration_s=1.0, der_vs_pyannote=0.5,
+                      segmentation_frame_agreement=0.0)  # neither judges a fast mode
+    sparse = compare.Variant("float32", embedding_mode="sparse")
+    row.der_vs_exact = targets.PIPELINE_DER_FAST
+    assert compare.pipeline_target(sparse, row) == ("DER vs exact mode <= 0.5 pt", True)
+    row.der_vs_exact = targets.PIPELINE_DER_FAST + 1e-4
+    assert compare.pipeline_target(sparse, row)[1] is False
+    assert "vs exact mode 0.51%" in compare.first_failure([], [dataclasses.replace(row, passed=False)])[0]
+    row.der_vs_exact = float("nan")  # never measured: not a pass
+    assert compare.pipeline_target(sparse, row)[1] is False
 
 
 def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: Path, monkeypatch) -> None:
@@ -139,12 +165,14 @@ def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: P
     monkeypatch.setenv("MLX_DIAR_CACHE", str(tmp_path))
     monkeypatch.setattr(mlx_diar.convert, "convert_pyannote_model", convert)
     f32, f16 = compare.Variant("float32"), compare.Variant("float16")
+    f32_sparse = compare.Variant("float32", embedding_mode="sparse")
 
     def cached(fingerprint: str = "a" * 64, variant: compare.Variant = f32) -> Path:
         return compare.converted_model(tmp_path / "source", fingerprint, variant)
 
     first = cached()
     assert cached() == first and len(conversions) == 1  # same key: reused
+    assert cached(variant=f32_sparse) == first and len(conversions) == 1  # an embedding mode: the same model
     keys = {first, cached(variant=f16), cached(fingerprint="b" * 64)}
     monkeypatch.setattr(model_io, "CONVERTER_VERSION", model_io.CONVERTER_VERSION + 1)  # a sanitize changed
     keys.add(cached())

@@ -75,3 +75,19 @@ def test_overall_groups_and_worst_files_first(files) -> None:
     text = corpus_report.corpus_markdown(recs, "run line")
     assert "## Failed recordings (1)" in text and "`broken`: AudioError" in text
     assert text.index(f"| {ranked[0]['file']} |") < text.index(f"| {ranked[-1]['file']} |")
+
+
+def test_a_fast_mode_side_gets_its_corpus_der_against_exact_mode(files) -> None:
+    recs = records(files)
+    for (uri, reference, hypothesis, uem, duration), record in zip(files, recs):
+        record["result"]["sides"]["float32-sparse"] = {
+            "seconds": duration / 8, "speakers": len(reference.labels()),
+            "vs_reference": components(reference, reference, uem), "vs_pyannote": components(reference, reference, uem),
+            "vs_exact": components(hypothesis, reference, uem)}
+    overall = {row["side"]: row for row in corpus_report.overall_rows(recs)}
+    expected = corpus_rates([components(h, r, u) for _, r, h, u, _ in files])["der"]
+    assert overall["float32-sparse"]["der_vs_exact"] == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(overall["float32"]["der_vs_exact"]) and "der_vs_exact" not in overall["pyannote"]
+    rows = {row["variant"]: row for row in corpus_report.corpus_pipeline_rows(recs)}
+    assert rows["float32-sparse"]["der_vs_exact"] == pytest.approx(expected, abs=1e-12)
+    assert "der_vs_exact" in corpus_report.corpus_markdown(recs, "run line")

@@ -19,6 +19,8 @@ import dataclasses
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from mlx_diar.clustering.assignment import alone_enough
+
 STRIDE = 2  # every STRIDE-th active chunk through the trunk (see docs/performance.md)
 # a filled (chunk, speaker) whose two best clusters score closer than this (cosine similarity with
 # the default metric) is recomputed exactly: where a neighbour's embedding could pick another cluster
@@ -72,7 +74,9 @@ def plan_sparse(segmentations: np.ndarray, frames_per_step: float, stride: int =
     """Plan sparse mode on binarized segmentations (chunks, frames, speakers).
 
     `frames_per_step`: segmentation frames per chunk step (the shift between consecutive chunks).
-    Every `stride`-th active chunk (one with any speaker active) and the last one are computed.
+    Every `stride`-th active chunk (one with any speaker active) and the last one are computed;
+    every active chunk where that would leave fewer than two of the (chunk, speaker) pairs that
+    train the clustering (`alone_enough`), so that a short recording is not left without them.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -103,4 +107,7 @@ def plan_sparse(segmentations: np.ndarray, frames_per_step: float, stride: int =
         if np.any(speaking[c] & np.all(sources[c] < 0, axis=1)):
             computed[c] = True  # a speaker heard in neither neighbour: this chunk is computed
             sources[c] = -1
+    trainable = alone_enough(binary)
+    if stride > 1 and trainable[computed].sum() < min(2, trainable.sum()):
+        return plan_sparse(binary, frames_per_step, stride=1)
     return SparsePlan(computed=computed, sources=sources)

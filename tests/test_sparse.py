@@ -118,3 +118,19 @@ def test_fill_writes_the_mean_direction_at_the_mean_norm() -> None:
     np.testing.assert_allclose(embeddings[1, 0], 3 * np.array([1, 1, 0, 0]) / np.sqrt(2), rtol=1e-6)
     np.testing.assert_allclose(embeddings[1, 1], [0, 4, 0, 0])
     np.testing.assert_array_equal(embeddings[[0, 2]], before[[0, 2]])
+
+
+def test_a_short_recording_keeps_the_pairs_that_train_the_clustering() -> None:
+    """When the computed chunks would hold fewer than two of the pairs that train the clustering
+    (a speaker alone in >= 20 % of a chunk's frames), every active chunk is computed."""
+    segmentations = np.zeros((3, FRAMES, 3), np.float32)
+    # the same 21 frames (seconds 10-30 of the recording) in each chunk: chunks 0 and 2 hear two
+    # voices at once there, chunk 1 hears speaker 0 alone, the only pair that can train
+    segmentations[0, 10:31, :2] = 1
+    segmentations[1, 5:26, 0] = 1
+    segmentations[2, 0:21, :2] = 1
+    plan = plan_sparse(segmentations, STEP, stride=2)
+    assert plan.computed.tolist() == [True, True, True] and (plan.sources == -1).all()
+    segmentations[1, 5:26, 1] = 1  # now nobody is alone anywhere: nothing to keep, sparse as usual
+    plan = plan_sparse(segmentations, STEP, stride=2)
+    assert plan.computed.tolist() == [True, False, True] and (plan.sources[1, :2] >= 0).any(axis=1).all()

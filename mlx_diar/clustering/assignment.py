@@ -33,6 +33,15 @@ def set_num_clusters(
     return num_clusters, min_clusters, max_clusters
 
 
+def alone_enough(segmentations: np.ndarray, min_active_ratio: float = 0.2) -> np.ndarray:
+    """(chunks, speakers): whether the speaker is the only one active in at least `min_active_ratio`
+    of the chunk's frames (`filter_embeddings`' criterion for training the clustering)."""
+    num_frames = segmentations.shape[1]
+    single_active = np.sum(segmentations, axis=2, keepdims=True) == 1
+    num_clean_frames = np.sum(segmentations * single_active, axis=1)
+    return num_clean_frames >= min_active_ratio * num_frames
+
+
 def filter_embeddings(
     embeddings: np.ndarray, segmentations: np.ndarray, min_active_ratio: float = 0.2,
     train_chunks: np.ndarray | None = None,
@@ -43,10 +52,7 @@ def filter_embeddings(
     segmentations (chunks, frames, speakers). Returns (train_embeddings, chunk_idx, speaker_idx).
     `train_chunks` (boolean per chunk; not in pyannote) keeps only those chunks' embeddings.
     """
-    num_frames = segmentations.shape[1]
-    single_active = np.sum(segmentations, axis=2, keepdims=True) == 1
-    num_clean_frames = np.sum(segmentations * single_active, axis=1)
-    active = num_clean_frames >= min_active_ratio * num_frames
+    active = alone_enough(segmentations, min_active_ratio)
     valid = ~np.any(np.isnan(embeddings), axis=2)
     if train_chunks is not None:
         valid &= np.asarray(train_chunks, dtype=bool)[:, None]

@@ -14,7 +14,7 @@ DEMO_AUDIO = $$($(PY) -c "from harness.paths import sample_audio; print(sample_a
 	tests/data/speakrs/test.wav tests/data/speakrs/test_short.wav
 
 demo: install
-	$(PY) -m harness compare --dtype all --quantize 8 --check --audio $(DEMO_AUDIO)
+	$(PY) -m harness compare --dtype all --quantize 8 --embedding-mode sparse --check --audio $(DEMO_AUDIO)
 
 test: install
 	$(PY) -m pytest -q

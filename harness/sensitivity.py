@@ -172,7 +172,7 @@ def variants_markdown(pipeline, timing) -> list[str]:
         verdict = "reported" if not checked else ("✅" if all(checked) else "❌")
         speed = f"{base / totals[variant]:.2f}×" if base and variant in totals else "–"
         rows.append([str(variant), f"{100 * g['der_vs_pyannote'].max():.2f}", f"{100 * g['segmentation_frame_agreement'].min():.2f} %",
-                     f"{g['embedding_min_cosine'].min():.5f}", _min_or_dash(g, "embedding_min_cosine_own_masks"),
+                     _min_or_dash(g, "embedding_min_cosine"), _min_or_dash(g, "embedding_min_cosine_own_masks"),
                      "yes" if (g["speakers"] == g["pyannote_speakers"]).all() else "NO",
                      f"{g['size_mb'].iloc[0]:.1f}", f"{100 * g['quantized_share'].iloc[0]:.1f} %", speed,
                      str(g["target"].iloc[0] or "–"), verdict])

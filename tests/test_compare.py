@@ -69,6 +69,7 @@ def test_report_files_and_columns(report) -> None:
     assert (timing.peak_rss_mb > 0).all()
     summary = (out / "summary.md").read_text().splitlines()
     assert "PASS" in summary[0]
+    assert not [line for line in summary if "| nan |" in line]  # what was not measured is a dash
     assert json.loads((out / "meta.json").read_text())["verdict"]["passed"] is True
 
 

@@ -736,8 +736,10 @@ class CompareTask(RecordingTask):
                  source_fingerprint: str) -> None:
         self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
         self.layer_items = layer_items
-        # the source checkpoint and, per variant, its conversion key (format and converter versions)
+        # the source checkpoint and, per variant, its name (dtype, quantization, embedding mode) and its
+        # conversion key (format and converter versions)
         self.fingerprint = fingerprint({"task": "compare", "device": device, "layer_items": layer_items,
+                                        "variants": [v.name for v in variant_list],
                                         "models": [model_cache_key(source_fingerprint, v) for v in variant_list]})
         self.session = None
 

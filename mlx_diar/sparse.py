@@ -5,8 +5,8 @@ almost always, also a local speaker of the chunks just before and after it. In s
 trunk computes the exact (pyannote's) embeddings of every `stride`-th active chunk; every other
 active chunk's speaker gets the mean direction of the speakers it is matched with in the nearest
 computed chunk before and after it: one-to-one, by the frames both chunks' binarized
-segmentations hear them in, and only where the match holds most of the speaker's shared frames. A chunk with a speaker heard in neither neighbour is computed
-exactly too. Only computed embeddings train the clustering (`BaseClustering.trace(...,
+segmentations hear them in, and only where the match holds most of the speaker's shared frames.
+A chunk with a speaker heard in neither neighbour is computed exactly too. Only computed embeddings train the clustering (`BaseClustering.trace(...,
 train_chunks=...)`); every chunk is then assigned to its centroids as pyannote assigns them.
 Chunks with a filled speaker that this assignment cannot tell apart from a second cluster
 (`uncertain_chunks`) are then computed exactly too and assigned again to the same centroids.
@@ -75,8 +75,8 @@ def plan_sparse(segmentations: np.ndarray, frames_per_step: float, stride: int =
 
     `frames_per_step`: segmentation frames per chunk step (the shift between consecutive chunks).
     Every `stride`-th active chunk (one with any speaker active) and the last one are computed;
-    every active chunk where that would leave fewer than two of the (chunk, speaker) pairs that
-    train the clustering (`alone_enough`), so that a short recording is not left without them.
+    all active chunks are where that would leave fewer than two of the (chunk, speaker) pairs
+    that train the clustering (`alone_enough`): a short recording keeps them.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")

@@ -181,3 +181,12 @@ def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: P
     keys.add(cached())
     assert len(keys) == 5 and len(conversions) == 5
     assert all(key.parent == tmp_path / "models" for key in keys)
+
+
+def test_corpus_records_are_keyed_on_the_embedding_modes_too() -> None:
+    """A resumed corpus run redoes its recordings when the fast modes asked for change."""
+    def task(*modes: str) -> compare.CompareTask:
+        return compare.CompareTask(None, compare.variants("float32", None, 64, fast_modes=modes), "cpu", 1, "a" * 64)
+
+    assert task("sparse").fingerprint == task("sparse").fingerprint
+    assert len({task().fingerprint, task("sparse").fingerprint, task("shared").fingerprint}) == 3

@@ -70,6 +70,8 @@ def test_report_files_and_columns(report) -> None:
     summary = (out / "summary.md").read_text().splitlines()
     assert "PASS" in summary[0]
     assert not [line for line in summary if "| nan |" in line]  # what was not measured is a dash
+    text = "\n".join(summary)  # with fast modes, a column of their DER against exact mode
+    assert "| clip | float32 | 0.00 % | – |" in text and "| clip | float32-sparse | " in text
     assert json.loads((out / "meta.json").read_text())["verdict"]["passed"] is True
 
 

@@ -69,6 +69,11 @@ class Variant:
         return self.model_name + ("" if self.embedding_mode == "exact" else f"-{self.embedding_mode}")
 
     @property
+    def fast(self) -> bool:
+        """Whether this runs a fast (not exact) embedding mode."""
+        return self.embedding_mode != "exact"
+
+    @property
     def exact(self) -> "Variant":
         """The same conversion in exact mode."""
         return dataclasses.replace(self, embedding_mode="exact")
@@ -258,7 +263,7 @@ def layer_target(variant: Variant, row: LayerRow) -> tuple[str, bool | None]:
 def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | None]:
     """The pipeline target for this variant, and whether it is met (None when the variant has none).
     A fast embedding mode is judged by its DER against the same conversion in exact mode."""
-    if variant.embedding_mode != "exact":
+    if variant.fast:
         return (f"DER vs exact mode <= {100 * targets.PIPELINE_DER_FAST:.1f} pt",
                 bool(row.der_vs_exact <= targets.PIPELINE_DER_FAST))
     der = row.der_vs_pyannote
@@ -458,20 +463,19 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun, exac
                       pyannote_speakers=_speakers(ref.diarization), **footprint(pipeline.models.path),
                       der_vs_pyannote=versus["der"], jer_vs_pyannote=versus["jer"],
                       segmentation_frame_agreement=1.0, segmentation_frame_agreement_decided=1.0)
-    fast = variant.embedding_mode != "exact"
-    if fast and exact is not None:
+    if variant.fast and exact is not None:
         row.der_vs_exact = score(exact, hypothesis, item.uem)["der"]
     if "embeddings" in out.stages:  # else no speech: the run stopped after speaker counting
         row.segmentation_frame_agreement, row.segmentation_frame_agreement_decided = segmentation_agreement(
             out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
-        if "embeddings" in ref.arrays and not fast:
+        if "embeddings" in ref.arrays and not variant.fast:
             row.embedding_min_cosine_own_masks = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
             row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays)
     if item.reference is not None:
         s = score(item.reference, hypothesis, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
     row.target, row.passed = pipeline_target(variant, row)
-    layers = [] if fast else layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
+    layers = [] if variant.fast else layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
     timing = timing_rows(item.uri, variant.name, "mlx", out.timings, item.duration, rss.peak_mb, 1,
                          ref.meta["timings"])
     return hypothesis, row, layers, timing
@@ -509,7 +513,7 @@ def corpus_rows(results: list[RecordingResult], variant_list: list[Variant]) -> 
         row = PipelineRow(file="(all)", variant=name, side="pyannote" if variant is None else "mlx",
                           duration_s=duration)
         versus_reference, versus_pyannote, versus_exact = Accumulator(), Accumulator(), Accumulator()
-        fast = variant is not None and variant.embedding_mode != "exact"
+        fast = variant is not None and variant.fast
         for r in results:
             d = r.diarizations
             hypothesis = d.pyannote if variant is None else d.mlx[name]
@@ -772,7 +776,7 @@ class CompareTask(RecordingTask):
                 sides[name]["vs_pyannote"] = components(d.pyannote, hypothesis, item.uem)
                 files[f"rttm/{record_name(entry.uri)}.{name}.rttm"] = hypothesis.to_rttm()
         for variant in self.variant_list:  # a fast embedding mode against the same conversion's exact mode
-            if variant.embedding_mode != "exact" and variant.exact.name in d.mlx:
+            if variant.fast and variant.exact.name in d.mlx:
                 sides[variant.name]["vs_exact"] = components(d.mlx[variant.exact.name], d.mlx[variant.name],
                                                              item.uem)
         return {"duration_s": item.duration,

@@ -178,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     """The peak-RSS curve of the MLX pipeline alone (float32) on synthetic conversations of several lengths."""
     import argparse
 
+    from mlx_diar.pipeline import EMBEDDING_MODES
+
     parser = argparse.ArgumentParser(prog="python -m harness memory", description=main.__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
-    parser.add_argument("--embedding-mode", choices=("exact", "sparse", "shared"), default="exact")
+    parser.add_argument("--embedding-mode", choices=EMBEDDING_MODES, default="exact")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     table = curve_table(curve_frame(memory_curve(args.minutes, args.embedding_mode)))

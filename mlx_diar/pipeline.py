@@ -24,7 +24,6 @@ import mlx.core as mx
 import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
-from mlx_diar import sparse
 from mlx_diar._blas import blas_thread_count, blas_threads
 from mlx_diar._malloc import release_free_heap
 from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
@@ -425,7 +424,7 @@ class SpeakerDiarizationPipeline:
                       embeddings: np.ndarray, soft_clusters: np.ndarray) -> np.ndarray:
         """Sparse mode's second pass: the chunks whose filled speakers the clustering could not
         tell apart (`uncertain_chunks`) get their exact embeddings in `embeddings`; returns them."""
-        uncertain = uncertain_chunks(plan, soft_clusters, sparse.MARGIN)
+        uncertain = uncertain_chunks(plan, soft_clusters)
         if len(uncertain):
             masks = self.embedding_masks(binarized, bool(self.params["embedding_exclude_overlap"]))
             self.trunk_embeddings(waveform, binarized.sliding_window, masks, uncertain, embeddings)

@@ -60,9 +60,10 @@ class SparsePlan:
         embeddings[targets] = (direction * scale[:, None]).astype(embeddings.dtype)
 
 
-def uncertain_chunks(plan: SparsePlan, soft_clusters: np.ndarray, margin: float = MARGIN) -> np.ndarray:
+def uncertain_chunks(plan: SparsePlan, soft_clusters: np.ndarray, margin: float | None = None) -> np.ndarray:
     """Chunks holding a filled (chunk, speaker) whose best two clusters in `soft_clusters`
-    (chunks, speakers, clusters) score within `margin` of each other."""
+    (chunks, speakers, clusters) score within `margin` (default `MARGIN`) of each other."""
+    margin = MARGIN if margin is None else margin
     if soft_clusters.shape[2] < 2:
         return np.zeros(0, dtype=np.int64)
     top = np.sort(soft_clusters, axis=2)

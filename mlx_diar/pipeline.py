@@ -35,7 +35,8 @@ from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.parameters import Parameters
 from mlx_diar.signal import binarize, to_annotation
-from mlx_diar.sparse import SparsePlan, plan_sparse, uncertain_chunks
+from mlx_diar import sparse
+from mlx_diar.sparse import SparsePlan
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
@@ -384,7 +385,8 @@ class SpeakerDiarizationPipeline:
 
     def sparse_plan(self, binarized: SlidingWindowFeature) -> SparsePlan:
         """The chunks sparse mode computes, and where the others' embeddings come from."""
-        return plan_sparse(binarized.data, binarized.sliding_window.step / self.frames.step)
+        return sparse.plan_sparse(binarized.data, binarized.sliding_window.step / self.frames.step,
+                                  min_frames=int(np.ceil(sparse.MIN_SPEECH / self.frames.step)))
 
     def get_embeddings(self, waveform: Waveform, binarized: SlidingWindowFeature,
                        exclude_overlap: bool | None = None,
@@ -420,15 +422,51 @@ class SpeakerDiarizationPipeline:
             self.trunk_embeddings(waveform, binarized.sliding_window, masks, active, embeddings, progress)
         return embeddings
 
-    def refine_sparse(self, waveform: Waveform, binarized: SlidingWindowFeature, plan: SparsePlan,
-                      embeddings: np.ndarray, soft_clusters: np.ndarray) -> np.ndarray:
-        """Sparse mode's second pass: the chunks whose filled speakers the clustering could not
-        tell apart (`uncertain_chunks`) get their exact embeddings in `embeddings`; returns them."""
-        uncertain = uncertain_chunks(plan, soft_clusters)
+    def compute_chunks(self, waveform: Waveform, binarized: SlidingWindowFeature, indices: np.ndarray,
+                       embeddings: np.ndarray) -> float:
+        """Exact embeddings of the chunks `indices` into `embeddings` (sparse mode's later passes);
+        returns the seconds spent."""
+        if not len(indices):
+            return 0.0
+        start = time.perf_counter()
+        masks = self.embedding_masks(binarized, bool(self.params["embedding_exclude_overlap"]))
+        self.trunk_embeddings(waveform, binarized.sliding_window, masks, indices, embeddings)
+        return time.perf_counter() - start
+
+    def sparse_clustering(self, waveform: Waveform, binarized: SlidingWindowFeature,
+                          segmentations: SlidingWindowFeature, count: SlidingWindowFeature, plan: SparsePlan,
+                          embeddings: np.ndarray, cluster: Callable[..., dict[str, Any]],
+                          ) -> tuple[dict[str, Any], dict[str, Any], float]:
+        """Sparse mode's clustering (`mlx_diar.sparse`): trained on the computed chunks, then the
+        uncertain filled chunks computed and assigned again, then the check that either half of
+        the training chunks gives the same diarization, else every chunk computed and clustered
+        as exact mode does. `cluster(embeddings, train_chunks=...)` runs the clustering.
+
+        Returns the trace, ``stages["sparse"]`` and the seconds spent computing embeddings."""
+        trace = cluster(embeddings, train_chunks=plan.computed)
+        uncertain = sparse.uncertain_chunks(plan, trace["soft_clusters"])
+        seconds = self.compute_chunks(waveform, binarized, uncertain, embeddings)
         if len(uncertain):
-            masks = self.embedding_masks(binarized, bool(self.params["embedding_exclude_overlap"]))
-            self.trunk_embeddings(waveform, binarized.sliding_window, masks, uncertain, embeddings)
-        return uncertain
+            trace = cluster(embeddings, train_chunks=plan.computed)  # the same training: same centroids
+        silent = np.sum(binarized.data, axis=1) == 0
+
+        def discrete(hard_clusters: np.ndarray) -> np.ndarray:
+            hard_clusters = np.where(silent, -2, hard_clusters)
+            return self.reconstruct(segmentations, hard_clusters, count).data
+
+        filled = np.flatnonzero((plan.sources >= 0).any(axis=(1, 2)))
+        spread = 0.0
+        if len(filled):
+            whole = discrete(trace["hard_clusters"])
+            spread = max(sparse.disagreement(whole, discrete(cluster(embeddings, train_chunks=half)["hard_clusters"]))
+                         for half in sparse.training_halves(plan))
+        completed = np.zeros(0, dtype=np.int64)
+        if spread > sparse.AGREEMENT:
+            completed = np.setdiff1d(filled, uncertain)
+            seconds += self.compute_chunks(waveform, binarized, completed, embeddings)
+            trace = cluster(embeddings, train_chunks=None)
+        return trace, {"computed": plan.computed, "refined": uncertain, "disagreement": spread,
+                       "completed": completed}, seconds
 
     def trunk_embeddings(self, waveform: Waveform, chunks: SlidingWindow, masks: np.ndarray,
                          indices: np.ndarray, out: np.ndarray,
@@ -585,21 +623,16 @@ class SpeakerDiarizationPipeline:
         timings["embeddings"] = time.perf_counter() - t
         stages["embeddings"] = embeddings
         t = time.perf_counter()
-        # sparse mode: only the computed chunks' embeddings train the clustering
         cluster = functools.partial(self.clustering().trace, segmentations=binarized.data,
                                     num_clusters=num_speakers, min_clusters=min_speakers,
-                                    max_clusters=max_speakers,
-                                    train_chunks=None if plan is None else plan.computed)
-        trace = cluster(embeddings)
-        if plan is not None:
-            refine = time.perf_counter()
-            refined = self.refine_sparse(waveform, binarized, plan, embeddings, trace["soft_clusters"])
-            refine = time.perf_counter() - refine  # embedding work, not clustering
-            timings["embeddings"] += refine
-            t += refine
-            if len(refined):
-                trace = cluster(embeddings)  # the same training embeddings: the same centroids
-            stages["sparse"] = {"computed": plan.computed, "refined": refined}
+                                    max_clusters=max_speakers)
+        if plan is None:
+            trace = cluster(embeddings)
+        else:
+            trace, stages["sparse"], seconds = self.sparse_clustering(
+                waveform, binarized, segmentations, count, plan, embeddings, cluster)
+            timings["embeddings"] += seconds  # embedding work, not clustering
+            t += seconds
         hard_clusters, centroids = trace["hard_clusters"], trace["centroids"]
         timings["clustering"] = time.perf_counter() - t
         stages["clustering"] = trace

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlx_diar.sparse import SparsePlan, plan_sparse
+from mlx_diar.sparse import SparsePlan, disagreement, plan_sparse, training_halves
 
 STEP = 5  # frames per chunk step
 FRAMES = 10 * STEP  # frames per chunk: ten steps, as 10 s chunks at a 1 s step
@@ -58,21 +58,36 @@ def test_every_other_active_chunk_is_computed_and_the_rest_match_the_same_speake
     assert (plan.sources[plan.computed] == -1).all()
 
 
-def test_a_speaker_heard_in_neither_neighbour_gets_its_chunk_computed() -> None:
+def test_a_speaker_a_neighbour_does_not_match_gets_its_chunk_computed() -> None:
     timeline = np.zeros((120, 3), np.float32)
     timeline[:, 0] = 1
-    timeline[50:55, 1] = 1  # in chunk 1 (frames 5-54) and chunk 2 (10-59), not in chunk 0 (0-49)
+    segmentations, perms = chunked(timeline)
+    assert not plan_sparse(segmentations, STEP, stride=2).computed[1]
+    # speaker 1 in chunk 1 (frames 5-54) and chunk 2 (10-59), not in chunk 0 (0-49)
+    timeline[50:55, 1] = 1
     segmentations, perms = chunked(timeline)
     plan = plan_sparse(segmentations, STEP, stride=2)
-    local = int(np.flatnonzero(perms[1] == 1)[0])
-    assert not plan.computed[1]
-    assert plan.sources[1, local, 0] == -1 and plan.sources[1, local, 1] >= 0
-    # a speaker the segmentation finds in chunk 1 alone (not in chunks 0 and 2 at the same frames)
-    third = int(np.flatnonzero(perms[1] == 2)[0])
-    segmentations[1, 20:26, third] = 1
-    plan = plan_sparse(segmentations, STEP, stride=2)
     assert plan.computed[1] and (plan.sources[1] == -1).all()
-    assert not plan.computed[3]
+    assert not plan.computed[3] and (plan.sources[3][segmentations[3].sum(axis=0) > 0] >= 0).all()
+    # the segmentation of chunk 3 swaps its two voices half-way: neither neighbour matches both
+    segmentations, perms = chunked(np.stack([timeline[:, 0], timeline[:, 0], timeline[:, 2]], axis=1))
+    segmentations[3, :, perms[3][1]] = 0
+    segmentations[3, :25, perms[3][0]] = 1
+    segmentations[3, 25:, perms[3][0]] = 0
+    segmentations[3, 25:, perms[3][1]] = 1
+    plan = plan_sparse(segmentations, STEP, stride=2)
+    assert plan.computed[3] and not plan.computed[5]
+
+
+def test_a_speaker_heard_briefly_gets_its_chunk_computed() -> None:
+    timeline = np.zeros((120, 3), np.float32)
+    timeline[:, 0] = 1
+    timeline[20:24, 1] = 1  # four frames, in chunks 0-4
+    segmentations, _ = chunked(timeline)
+    assert not plan_sparse(segmentations, STEP, stride=2).computed[1]
+    plan = plan_sparse(segmentations, STEP, stride=2, min_frames=5)
+    assert plan.computed[[1, 3]].all() and (plan.sources[[1, 3]] == -1).all()
+    assert not plan.computed[5]  # speaker 1 is not in chunk 5 (frames 25-74)
 
 
 def test_chunks_that_share_no_frames_with_a_computed_chunk_are_computed() -> None:
@@ -82,16 +97,17 @@ def test_chunks_that_share_no_frames_with_a_computed_chunk_are_computed() -> Non
     segmentations, _ = chunked(timeline)
     active = np.flatnonzero(segmentations.sum(axis=(1, 2)) > 0)
     plan = plan_sparse(segmentations, STEP, stride=2)
-    # every active chunk is computed or has a source for each of its speakers
+    # every active chunk is computed or has both sources for each of its speakers
     speaking = segmentations.sum(axis=1) > 0
     for c in active:
-        assert plan.computed[c] or all((plan.sources[c, k] >= 0).any() for k in np.flatnonzero(speaking[c]))
-    # a stride larger than the overlap: chunks 51-56 (from frames 255-304) share no frame with their
-    # computed neighbours 0 and 66 (330-379), so they are computed; chunk 57 (285-334) shares some
+        assert plan.computed[c] or all((plan.sources[c, k] >= 0).all() for k in np.flatnonzero(speaking[c]))
+    # a stride larger than the overlap: the active chunks are 0-9 and 51-70, those computed 0, 66
+    # and 70; chunks 1-9 (up to frame 94) share no frame with 66 (from frame 330), nor 51-65 with
+    # chunk 0 (frames 0-49), so they are computed; 67-69 share frames with 66 and 70
     plan = plan_sparse(segmentations, STEP, stride=25)
-    assert plan.computed[51:57].all() and not plan.computed[57]
+    assert plan.computed[1:10].all() and plan.computed[51:66].all() and not plan.computed[67:70].any()
     for c in active:
-        assert plan.computed[c] or all((plan.sources[c, k] >= 0).any() for k in np.flatnonzero(speaking[c]))
+        assert plan.computed[c] or all((plan.sources[c, k] >= 0).all() for k in np.flatnonzero(speaking[c]))
 
 
 def test_stride_one_computes_every_active_chunk_and_nan_frames_count_as_silent() -> None:
@@ -134,3 +150,25 @@ def test_a_short_recording_keeps_the_pairs_that_train_the_clustering() -> None:
     segmentations[1, 5:26, 1] = 1  # now nobody is alone anywhere: nothing to keep, sparse as usual
     plan = plan_sparse(segmentations, STEP, stride=2)
     assert plan.computed.tolist() == [True, False, True] and (plan.sources[1, :2] >= 0).any(axis=1).all()
+
+
+def test_training_halves_alternate_over_the_computed_chunks() -> None:
+    computed = np.array([True, False, True, True, False, True, True])
+    first, second = training_halves(SparsePlan(computed=computed, sources=np.full((7, 3, 2), -1)))
+    assert np.flatnonzero(first).tolist() == [0, 3, 6] and np.flatnonzero(second).tolist() == [2, 5]
+
+
+def test_disagreement_is_the_frame_error_under_the_best_cluster_mapping() -> None:
+    reference = np.zeros((10, 2))
+    reference[:6, 0] = 1
+    reference[4:, 1] = 1  # 12 speaker-frames
+    assert disagreement(reference, reference[:, ::-1]) == 0.0  # the same diarization, renamed
+    other = np.zeros((10, 3))
+    other[:6, 2] = 1
+    other[4:8, 0] = 1  # speaker 1 missed on frames 8-9
+    other[9, 1] = 1  # frame 9 given to a third speaker instead: confused, still one error
+    assert disagreement(reference, other) == pytest.approx(2 / 12)
+    other[0, 0] = 1  # a false alarm where only one speaker talks
+    assert disagreement(reference, other) == pytest.approx(3 / 12)
+    assert disagreement(np.zeros((4, 2)), np.zeros((4, 1))) == 0.0
+    assert disagreement(np.zeros((4, 2)), np.ones((4, 1))) == 1.0

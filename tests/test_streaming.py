@@ -77,7 +77,8 @@ def test_fast_embedding_modes_cost_little_der(mode: str, exact_sample_run, mlx_m
 def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sample_run, mlx_model_dir, sample,
                                                                         monkeypatch) -> None:
     """Sparse mode: the computed chunks' embeddings are exact mode's; filled ones never train the
-    clustering; an uncertain filled speaker's chunk is computed in a second pass (here: every one)."""
+    clustering; an uncertain filled speaker's chunk is computed in a second pass (here: every one);
+    where the training halves disagree, every chunk is computed and trains, as in exact mode."""
     from mlx_diar import sparse
     from mlx_diar.pipeline import SpeakerDiarizationPipeline
 
@@ -99,12 +100,24 @@ def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sam
     assert len(trace["train_chunk_idx"]) < len(exact_sample_run.stages["clustering"]["train_chunk_idx"])
 
     # the seeded model finds one cluster on the sample: two are asked for, so that there are margins;
-    # and every filled speaker is uncertain, so all filled chunks are recomputed
+    # and every filled speaker is uncertain, so all filled chunks are recomputed (the halves check
+    # is off here: two forced clusters on this file make the halves disagree)
     monkeypatch.setattr(sparse, "MARGIN", np.inf)
+    monkeypatch.setattr(sparse, "AGREEMENT", np.inf)
     second = pipeline.apply(sample[0], num_speakers=2, keep_stages=True)
     assert np.array_equal(second.stages["sparse"]["refined"], filled)
     assert relative_error(active, second.stages["embeddings"]) <= targets.LAYER_REL_L2_F32
     assert np.array_equal(second.stages["clustering"]["train_chunk_idx"], trace["train_chunk_idx"])
+    assert first.stages["sparse"]["disagreement"] <= sparse.AGREEMENT and not len(first.stages["sparse"]["completed"])
+
+    # a recording whose halves of the training chunks disagree (here: any) is finished as exact mode
+    monkeypatch.setattr(sparse, "MARGIN", 0.0)
+    monkeypatch.setattr(sparse, "AGREEMENT", -1.0)
+    third = pipeline.apply(sample[0], keep_stages=True)
+    assert np.array_equal(third.stages["sparse"]["completed"], filled)
+    assert relative_error(active, third.stages["embeddings"]) <= targets.LAYER_REL_L2_F32
+    assert np.array_equal(third.stages["clustering"]["train_chunk_idx"],
+                          exact_sample_run.stages["clustering"]["train_chunk_idx"])
 
 
 def test_unknown_embedding_mode_is_a_clear_error(mlx_model_dir) -> None:

@@ -24,6 +24,7 @@ import mlx.core as mx
 import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
+from mlx_diar import sparse
 from mlx_diar._blas import blas_thread_count, blas_threads
 from mlx_diar._malloc import release_free_heap
 from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
@@ -35,7 +36,6 @@ from mlx_diar.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.parameters import Parameters
 from mlx_diar.signal import binarize, to_annotation
-from mlx_diar import sparse
 from mlx_diar.sparse import SparsePlan
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
@@ -458,8 +458,11 @@ class SpeakerDiarizationPipeline:
         spread = 0.0
         if len(filled):
             whole = discrete(trace["hard_clusters"])
-            spread = max(sparse.disagreement(whole, discrete(cluster(embeddings, train_chunks=half)["hard_clusters"]))
-                         for half in sparse.training_halves(plan))
+            with warnings.catch_warnings():  # a half without training pairs: NumPy's empty-mean warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                halves = [cluster(embeddings, train_chunks=half)["hard_clusters"]
+                          for half in sparse.training_halves(plan)]
+            spread = max(sparse.disagreement(whole, discrete(hard)) for hard in halves)
         completed = np.zeros(0, dtype=np.int64)
         if spread > sparse.AGREEMENT:
             completed = np.setdiff1d(filled, uncertain)

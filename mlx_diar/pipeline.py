@@ -137,6 +137,14 @@ class MultilabelSegmentationParameters(SegmentationParameters):
         self.require("threshold", 0 <= self.threshold <= 1, "expected a number in [0, 1]")
 
 
+def silence_clusters(hard_clusters: np.ndarray, binarized: SlidingWindowFeature) -> np.ndarray:
+    """A copy of `hard_clusters` (chunks, speakers) with pyannote's -2 where the speaker is silent
+    in the chunk's binarized segmentation."""
+    hard_clusters = np.array(hard_clusters, copy=True)
+    hard_clusters[np.sum(binarized.data, axis=1) == 0] = -2
+    return hard_clusters
+
+
 @dataclasses.dataclass
 class DiarizeOutput:
     """Mirrors pyannote's DiarizeOutput: annotations and one embedding per speaker (label order)."""
@@ -448,11 +456,9 @@ class SpeakerDiarizationPipeline:
         seconds = self.compute_chunks(waveform, binarized, uncertain, embeddings)
         if len(uncertain):
             trace = cluster(embeddings, train_chunks=plan.computed)  # the same training: same centroids
-        silent = np.sum(binarized.data, axis=1) == 0
 
         def discrete(hard_clusters: np.ndarray) -> np.ndarray:
-            hard_clusters = np.where(silent, -2, hard_clusters)
-            return self.reconstruct(segmentations, hard_clusters, count).data
+            return self.reconstruct(segmentations, silence_clusters(hard_clusters, binarized), count).data
 
         filled = np.flatnonzero((plan.sources >= 0).any(axis=(1, 2)))
         spread = 0.0
@@ -626,6 +632,9 @@ class SpeakerDiarizationPipeline:
         timings["embeddings"] = time.perf_counter() - t
         stages["embeddings"] = embeddings
         t = time.perf_counter()
+        # the count the output keeps (pyannote clips it after clustering, which does not read it;
+        # sparse mode's check reconstructs with it)
+        count.data = np.minimum(count.data, max_speakers).astype(np.int8)
         cluster = functools.partial(self.clustering().trace, segmentations=binarized.data,
                                     num_clusters=num_speakers, min_clusters=min_speakers,
                                     max_clusters=max_speakers)
@@ -644,9 +653,7 @@ class SpeakerDiarizationPipeline:
         if num_different < min_speakers or num_different > max_speakers:
             warnings.warn(f"The detected number of speakers ({num_different}) for {uri} is outside the given "
                           f"bounds [{min_speakers}, {max_speakers}].")
-        count.data = np.minimum(count.data, max_speakers).astype(np.int8)
-        hard_clusters = np.array(hard_clusters, copy=True)
-        hard_clusters[np.sum(binarized.data, axis=1) == 0] = -2
+        hard_clusters = silence_clusters(hard_clusters, binarized)
         stages["hard_clusters"] = hard_clusters
         min_duration_off = self.segmentation_parameters.min_duration_off
         discrete = self.reconstruct(segmentations, hard_clusters, count)

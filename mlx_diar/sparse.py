@@ -145,9 +145,9 @@ def disagreement(reference: np.ndarray, other: np.ndarray) -> float:
     """Frame-level diarization error of `other` against `reference`, both binary (frames,
     clusters) arrays, under the one-to-one mapping of their clusters that agrees most: missed,
     false and confused speaker-frames over `reference`'s speaker-frames (0.0 when both are empty)."""
-    reference = np.asarray(reference, dtype=np.float64) > 0
-    other = np.asarray(other, dtype=np.float64) > 0
-    rows, cols = linear_sum_assignment(reference.T.astype(np.float64) @ other, maximize=True)
+    reference = np.asarray(reference) > 0
+    other = np.asarray(other) > 0
+    rows, cols = linear_sum_assignment(reference.T.astype(np.float64) @ other.astype(np.float64), maximize=True)
     correct = np.sum(reference[:, rows] & other[:, cols])
     errors = np.sum(np.maximum(reference.sum(axis=1), other.sum(axis=1))) - correct
     speech = reference.sum()

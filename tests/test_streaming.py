@@ -98,6 +98,7 @@ def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sam
     trace = first.stages["clustering"]
     assert computed[trace["train_chunk_idx"]].all()
     assert len(trace["train_chunk_idx"]) < len(exact_sample_run.stages["clustering"]["train_chunk_idx"])
+    assert first.stages["sparse"]["disagreement"] <= sparse.AGREEMENT and not len(first.stages["sparse"]["completed"])
 
     # the seeded model finds one cluster on the sample: two are asked for, so that there are margins;
     # and every filled speaker is uncertain, so all filled chunks are recomputed (the halves check
@@ -108,7 +109,6 @@ def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sam
     assert np.array_equal(second.stages["sparse"]["refined"], filled)
     assert relative_error(active, second.stages["embeddings"]) <= targets.LAYER_REL_L2_F32
     assert np.array_equal(second.stages["clustering"]["train_chunk_idx"], trace["train_chunk_idx"])
-    assert first.stages["sparse"]["disagreement"] <= sparse.AGREEMENT and not len(first.stages["sparse"]["completed"])
 
     # a recording whose halves of the training chunks disagree (here: any) is finished as exact mode
     monkeypatch.setattr(sparse, "MARGIN", 0.0)

@@ -10,7 +10,7 @@ Stages: `collect_audio` (inputs checked before any inference) > `open_session` (
 loaded and warmed once) > `compare_recording` per file (typed rows of `harness.rows`) >
 `corpus_rows` > `harness.report.write_reports`. A corpus (`--dataset`, `--manifest`, `--protocol`,
 `--workers`, `--ray`) runs `compare_recording` as an executor task (`CompareTask`, one session per
-worker, `mlx_diar.executor`): resumable per-recording records under `--out`, then the same
+worker, `mlx_diar.runtime.executor`): resumable per-recording records under `--out`, then the same
 reports and `corpus.md` (`compare_corpus`, docs/corpus.md).
 """
 
@@ -33,12 +33,12 @@ from harness import targets
 from harness.memory import PeakRSS, memory_curve
 from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.corpus import CorpusEntry
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.runtime.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
-from mlx_diar.executor import RecordingTask, fingerprint, record_name
+from mlx_diar.runtime.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
-from mlx_diar.pipeline import EMBEDDING_MODES, STAGES
+from mlx_diar.runtime.pipeline import EMBEDDING_MODES, STAGES
 from mlx_diar.provenance import package_versions
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Variant:
     quantize: int | None = None
     group_size: int = 64
     precision: str = "default"  # or "pure": every block in `dtype` (reported, never gated)
-    embedding_mode: str = "exact"  # or a fast mode of `mlx_diar.pipeline.EMBEDDING_MODES`
+    embedding_mode: str = "exact"  # or a fast mode of `mlx_diar.runtime.pipeline.EMBEDDING_MODES`
 
     @property
     def model_name(self) -> str:
@@ -115,7 +115,7 @@ def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
     from harness.paths import sample_audio
 
     if dataset is not None:
-        from mlx_diar.corpus import from_dataset
+        from mlx_diar.runtime.corpus import from_dataset
 
         return [entry.audio for entry in from_dataset(dataset)]
     return [Path(p) for p in audio] if audio else [Path(sample_audio()[0])]
@@ -124,7 +124,7 @@ def audio_paths(audio: list[Path] | None, dataset: Path | None) -> list[Path]:
 def load_item(path: Path) -> AudioItem:
     """One file with the same-named `.rttm` (reference) and `.uem` (scored regions) beside it, all checked."""
     from harness.metrics import load_uem, reference_for, uem_for
-    from mlx_diar.audio import load_audio
+    from mlx_diar.runtime.audio import load_audio
 
     item = AudioItem(path=path, uri=path.stem, waveform=load_audio(path))
     rttm, uem = path.with_suffix(".rttm"), path.with_suffix(".uem")
@@ -149,7 +149,7 @@ def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioI
 # ---------------------------------------------------------------------------------------------- models
 def source_fingerprint(root: Path) -> str:
     """sha256 over the pipeline's config and every checkpoint/PLDA file (names the model cache)."""
-    from mlx_diar.checkpoint import sha256sum
+    from mlx_diar.conversion.checkpoint import sha256sum
 
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".yaml", ".bin", ".npz")):
@@ -160,7 +160,7 @@ def source_fingerprint(root: Path) -> str:
 def model_cache_key(fingerprint: str, variant: Variant) -> str:
     """Source fingerprint + variant + on-disk format + converter version: a new sanitize or layout never
     reuses a stale conversion."""
-    from mlx_diar import model_io
+    from mlx_diar.conversion import model_io
 
     return f"{fingerprint[:16]}-{variant.model_name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
 
@@ -168,7 +168,7 @@ def model_cache_key(fingerprint: str, variant: Variant) -> str:
 def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:
     """The MLX conversion of `root` for `variant`, cached under `model_cache_key`."""
     from harness.paths import cache_root
-    from mlx_diar.convert import convert_pyannote_model
+    from mlx_diar.conversion.convert import convert_pyannote_model
 
     target = cache_root() / "models" / model_cache_key(fingerprint, variant)
     if not (target / "config.json").is_file():
@@ -284,7 +284,7 @@ def pipeline_target(variant: Variant, row: PipelineRow) -> tuple[str, bool | Non
 
 # ---------------------------------------------------------------------------------------------- run
 def machine_info(device: str) -> dict[str, Any]:
-    from mlx_diar._blas import active_blas
+    from mlx_diar.cpu.blas import active_blas
 
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
@@ -308,7 +308,7 @@ def git_short_hash() -> str:
 
 
 def checkpoint_meta(resolved, fixture: bool) -> dict[str, Any]:
-    from mlx_diar.checkpoint import sha256sum
+    from mlx_diar.conversion.checkpoint import sha256sum
 
     files = [{"role": "segmentation", "path": str(resolved.segmentation), "sha256": sha256sum(resolved.segmentation),
               "real": True},
@@ -374,7 +374,7 @@ def timing_rows(file: str, variant: str, side: str, timings: dict[str, float], d
 class Session:
     """Everything loaded once per process: pyannote's pipeline and one warmed MLX pipeline per variant."""
 
-    resolved: Any  # mlx_diar.sources.PipelineSource
+    resolved: Any  # mlx_diar.conversion.sources.PipelineSource
     fixture: bool
     fingerprint: str
     reference: Any  # pyannote.audio SpeakerDiarization
@@ -392,8 +392,8 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
     Every model stays resident during every measured run, so each side's peak RSS includes the other's models.
     """
     from harness.fixtures import fixture_dir
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
-    from mlx_diar.sources import resolve_pipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.conversion.sources import resolve_pipeline
     from reference.runner import load_pipeline, run_reference
 
     step = (progress or SILENT).step
@@ -567,7 +567,7 @@ def sensitivity_map(items: list[AudioItem], checkpoint: str | None, dtypes: tupl
     """`harness.sensitivity.measure` on the fixture (or `checkpoint`) pipeline and its float32 conversion."""
     from harness.fixtures import fixture_dir
     from harness.sensitivity import measure
-    from mlx_diar.sources import resolve_pipeline
+    from mlx_diar.conversion.sources import resolve_pipeline
     from reference.runner import load_pipeline
 
     root = resolve_pipeline(fixture_dir() if checkpoint is None else checkpoint).root
@@ -721,7 +721,7 @@ def _compare(args, argv: list[str]) -> int:
 def item_for(entry: CorpusEntry):
     """The `harness.compare.AudioItem` of an entry: waveform, reference (RTTM or protocol) and scored region."""
     from harness.metrics import load_uem, reference_for, uem_for
-    from mlx_diar.audio import load_audio
+    from mlx_diar.runtime.audio import load_audio
 
     item = AudioItem(path=entry.audio, uri=entry.uri, waveform=load_audio(entry.audio))
     item.reference = entry.annotation if entry.annotation is not None else (
@@ -749,7 +749,7 @@ class CompareTask(RecordingTask):
 
     def setup(self, threads: int | None) -> None:
         from harness.paths import sample_audio
-        from mlx_diar.audio import load_audio
+        from mlx_diar.runtime.audio import load_audio
 
         if threads:
             import torch
@@ -800,10 +800,10 @@ def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> in
     from harness.corpus_report import corpus_markdown
     from harness.fixtures import fixture_dir
     from harness.report import write_reports
-    from mlx_diar import corpus
-    from mlx_diar.executor import run_corpus
+    from mlx_diar.runtime import corpus
+    from mlx_diar.runtime.executor import run_corpus
     from mlx_diar.fsutil import atomic_write
-    from mlx_diar.sources import resolve_pipeline
+    from mlx_diar.conversion.sources import resolve_pipeline
 
     entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
                              protocol=args.protocol, subset=args.subset, database=args.database)

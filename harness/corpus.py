@@ -2,7 +2,7 @@
 
 The per-recording task (`harness.compare.CompareTask`) returns each recording's rows, its scores
 (pyannote.metrics components, for `harness.corpus_report`) and its RTTMs; the executor
-(`mlx_diar.executor`) commits them as records; `records_rows` and `records_diarizations` turn
+(`mlx_diar.runtime.executor`) commits them as records; `records_rows` and `records_diarizations` turn
 the records back into the inputs of `harness.report.write_reports`.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from harness.synth import TEST_VOICES, make_conversation
-from mlx_diar.executor import record_name
+from mlx_diar.runtime.executor import record_name
 
 
 def make_corpus(folder: str | Path, count: int = 12, seed: int = 0, speakers: tuple[int, ...] = (2, 2, 3),

@@ -1,6 +1,6 @@
 """Corpus report of a `harness compare` corpus run: DER/JER accumulated over every file, by group, worst files first.
 
-Reads the per-recording records the executor wrote (`mlx_diar.executor`); each done record's
+Reads the per-recording records the executor wrote (`mlx_diar.runtime.executor`); each done record's
 result holds, per side ("pyannote" and every MLX variant), its wall-clock seconds and the
 pyannote.metrics components of its DER/JER against the reference (and, for MLX, against
 pyannote). Corpus rates sum the components over files, as an accumulating pyannote.metrics

@@ -23,7 +23,7 @@ import yaml
 
 from harness.paths import FIXTURE_VERSION, FixtureError, fixture_location
 from harness.paths import PLDA_RECIPE_VERSION as PLDA_RECIPE
-from mlx_diar.checkpoint import sha256sum
+from mlx_diar.conversion.checkpoint import sha256sum
 from mlx_diar.fsutil import atomic_path, atomic_write, umask_mode
 
 STATISTICS = "synthetic/statistics.npz"  # the recipe's pooled statistics: rebuilds reuse them

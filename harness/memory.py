@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlx_diar.lanes import peak_rss_mb
+from mlx_diar.cpu.lanes import peak_rss_mb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +98,7 @@ def _child(model: str, audio: str, embedding_mode: str) -> None:
     import json
 
     import mlx_diar  # noqa: F401  (BLAS before mlx)
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     baseline = peak_rss_mb()
     pipeline = SpeakerDiarizationPipeline(model_path=model, params={"embedding_mode": embedding_mode})
@@ -137,7 +137,7 @@ def memory_curve(minutes: list[float], embedding_mode: str = "exact", workdir: P
     import soundfile as sf
 
     from harness.fixtures import fixture_dir
-    from mlx_diar.convert import convert_pyannote_model
+    from mlx_diar.conversion.convert import convert_pyannote_model
 
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     """The peak-RSS curve of the MLX pipeline alone (float32) on synthetic conversations of several lengths."""
     import argparse
 
-    from mlx_diar.pipeline import EMBEDDING_MODES
+    from mlx_diar.runtime.pipeline import EMBEDDING_MODES
 
     parser = argparse.ArgumentParser(prog="python -m harness memory", description=main.__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])

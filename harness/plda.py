@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.fsutil import atomic_path
 
 if TYPE_CHECKING:
@@ -334,8 +334,8 @@ def evaluate(pipeline_dir: Path, clips: Iterable[int] = range(3)) -> dict[str, o
     from harness.metrics import load_rttm
     from harness.paths import sample_audio
     from harness.synth import TEST_VOICES
-    from mlx_diar.audio import load_audio
-    from mlx_diar.checkpoint import load_checkpoint
+    from mlx_diar.runtime.audio import load_audio
+    from mlx_diar.conversion.checkpoint import load_checkpoint
     from reference.runner import load_pipeline
 
     checkpoint = pipeline_dir / "embedding/pytorch_model.bin"

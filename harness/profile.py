@@ -167,7 +167,7 @@ def header(threads: int, batch: int, rounds: int) -> str:
     import mlx.core as mx
     import torch
 
-    from mlx_diar._blas import active_blas
+    from mlx_diar.cpu.blas import active_blas
     from mlx_diar.models.kernels import recurrence_backend
 
     return "\n".join([
@@ -182,10 +182,10 @@ def header(threads: int, batch: int, rounds: int) -> str:
 
 
 def lanes_line(forward: Any, chunks: np.ndarray, rounds: int, torch_total: float) -> str:
-    """The segmentation model's NumPy forward over the pipeline's CPU lanes (`mlx_diar.lanes`):
+    """The segmentation model's NumPy forward over the pipeline's CPU lanes (`mlx_diar.cpu.lanes`):
     best of rounds, after one call that lets the helpers load."""
-    from mlx_diar.lanes import SegmentationLanes
-    from mlx_diar.pipeline import cpu_lanes
+    from mlx_diar.cpu.lanes import SegmentationLanes
+    from mlx_diar.runtime.pipeline import cpu_lanes
 
     lanes = SegmentationLanes(forward, cpu_lanes())
     try:
@@ -207,8 +207,8 @@ def run(batch: int, rounds: int, threads: int, models: str) -> str:
     from harness.compare import Variant, converted_model, source_fingerprint
     from harness.fixtures import fixture_dir
     from harness.paths import sample_audio
-    from mlx_diar.audio import load_audio
-    from mlx_diar.model_io import load_model
+    from mlx_diar.runtime.audio import load_audio
+    from mlx_diar.conversion.model_io import load_model
     from reference.runner import load_pipeline
 
     torch.set_num_threads(threads)

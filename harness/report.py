@@ -19,7 +19,7 @@ import pandas as pd
 from harness.memory import curve_frame, curve_table
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
 from mlx_diar.fsutil import atomic_write
-from mlx_diar.pipeline import STAGES
+from mlx_diar.runtime.pipeline import STAGES
 
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
 FAIL_COLOUR = "#cf222e"

@@ -1,6 +1,6 @@
 """Precision-sensitivity map: which model blocks tolerate reduced precision or 4-bit weights.
 
-For each reduced dtype, every precision block (`mlx_diar.precision.BLOCKS`) is run alone in
+For each reduced dtype, every precision block (`mlx_diar.conversion.precision.BLOCKS`) is run alone in
 that dtype (the rest float32) and alone kept float32 (the rest reduced); for quantization,
 every block holding quantizable weights alone at 4 bits (the rest 8) and alone kept at 8 bits
 (the rest 4). Each probe runs the whole MLX pipeline and is scored against pyannote float32
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mlx_diar import precision, quantize
+from mlx_diar.conversion import precision, quantize
 
 GROUP_SIZE = 64
 KINDS = ("alone reduced", "alone float32", "alone 4-bit", "alone 8-bit")
@@ -94,7 +94,7 @@ def quantize_model(model, role: str, chosen: dict[str, dict[str, Any]]):
 
 def probe_models(probe: Probe, float32_dir: Path):
     """The float32 conversion loaded, quantized and cast as `probe` says; None if the probe changes nothing."""
-    from mlx_diar.model_io import load_model
+    from mlx_diar.conversion.model_io import load_model
 
     models = load_model(float32_dir)
     for role in precision.BLOCKS:
@@ -124,7 +124,7 @@ def score_run(reference, output, uem, pipeline, waveform) -> dict[str, Any]:
 def run_map(items, references: dict[str, Any], float32_dir: Path, probe_list: list[Probe],
             log=print) -> list[dict[str, Any]]:
     """One row per (probe, file)."""
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     rows = []
     for k, probe in enumerate(probe_list):

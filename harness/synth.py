@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.fsutil import atomic_path, atomic_write
 
 if TYPE_CHECKING:

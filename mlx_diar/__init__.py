@@ -5,23 +5,23 @@
 
 from typing import Any
 
-from mlx_diar._blas import preload_blas
-from mlx_diar._malloc import tune_malloc
+from mlx_diar.cpu.blas import preload_blas
+from mlx_diar.cpu.malloc import tune_malloc
 
 preload_blas()  # before anything imports mlx
 tune_malloc()  # large freed blocks stay in the heap for MLX to reuse (glibc)
 
-from mlx_diar.trust import set_pyannote_telemetry  # noqa: E402
+from mlx_diar.conversion.trust import set_pyannote_telemetry  # noqa: E402
 
 set_pyannote_telemetry()  # pyannote.audio's telemetry off unless MLX_DIAR_PYANNOTE_TELEMETRY=1
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SpeakerDiarizationPipeline": "mlx_diar.pipeline",
-    "DiarizeOutput": "mlx_diar.pipeline",
-    "convert_pyannote_model": "mlx_diar.convert",
-    "load_model": "mlx_diar.model_io",
+    "SpeakerDiarizationPipeline": "mlx_diar.runtime.pipeline",
+    "DiarizeOutput": "mlx_diar.runtime.pipeline",
+    "convert_pyannote_model": "mlx_diar.conversion.convert",
+    "load_model": "mlx_diar.conversion.model_io",
 }
 
 

@@ -13,14 +13,14 @@ import time
 import warnings
 from pathlib import Path
 
-from mlx_diar.audio import AudioWarning, closing_audio, open_audio, rttm_uri
+from mlx_diar.runtime.audio import AudioWarning, closing_audio, open_audio, rttm_uri
 from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
 from mlx_diar.fsutil import atomic_write, writable_dir
 
 
 def doctor() -> int:
     """Print the platform, MLX device and BLAS in use, with a 1024^3 matmul timing."""
-    from mlx_diar._blas import active_blas
+    from mlx_diar.cpu.blas import active_blas
 
     import mlx.core as mx
 
@@ -125,7 +125,7 @@ def diarize(args: argparse.Namespace) -> int:
     """
     import json
 
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline, set_num_speakers
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline, set_num_speakers
 
     try:
         set_num_speakers(args.num_speakers, args.min_speakers, args.max_speakers)
@@ -166,10 +166,10 @@ def diarize(args: argparse.Namespace) -> int:
 
 
 def diarize_corpus(args: argparse.Namespace, params: dict, hyper: dict) -> int:
-    """A corpus (`--dataset/--manifest/--protocol`, or files with `--workers/--ray`) through `mlx_diar.executor`:
+    """A corpus (`--dataset/--manifest/--protocol`, or files with `--workers/--ray`) through `mlx_diar.runtime.executor`:
     `--rttm-dir DIR/<uri>.rttm` and resumable records in `DIR/records/`. Exit status: failed recordings."""
-    from mlx_diar import corpus
-    from mlx_diar.executor import DiarizeTask, run_corpus
+    from mlx_diar.runtime import corpus
+    from mlx_diar.runtime.executor import DiarizeTask, run_corpus
 
     entries = corpus.collect(audio=args.audio or None, dataset=args.dataset, manifest=args.manifest,
                              protocol=args.protocol, subset=args.subset, database=args.database)
@@ -190,7 +190,7 @@ def diarize_corpus(args: argparse.Namespace, params: dict, hyper: dict) -> int:
 
 def _progress(path: Path, num_samples: int):
     """A progress bar on stderr for files longer than a minute (None otherwise)."""
-    from mlx_diar.audio import SAMPLE_RATE
+    from mlx_diar.runtime.audio import SAMPLE_RATE
 
     if num_samples < 60 * SAMPLE_RATE or not sys.stderr.isatty():
         return None

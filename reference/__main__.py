@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | 
     d.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
 
-    from mlx_diar.audio import load_audio, rttm_uri
+    from mlx_diar.runtime.audio import load_audio, rttm_uri
     from mlx_diar.fsutil import atomic_write
 
     try:

@@ -2,7 +2,7 @@
 
 Mirrors what a user gets from `Pipeline.from_pretrained(...)(file)`, with the pipeline
 parameters of the checkpoint's config.yaml. pyannote is given only a checked, staged copy
-of the pipeline directory (`mlx_diar.trust.stage_pipeline`).
+of the pipeline directory (`mlx_diar.conversion.trust.stage_pipeline`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.fsutil import atomic_path
 from mlx_diar.provenance import package_versions
-from mlx_diar.sources import PipelineSource, resolve_pipeline
-from mlx_diar.trust import stage_pipeline
+from mlx_diar.conversion.sources import PipelineSource, resolve_pipeline
+from mlx_diar.conversion.trust import stage_pipeline
 from reference.layers import embedding_layers, segmentation_float64, segmentation_layers
 
 
@@ -47,7 +47,7 @@ def load_pipeline(source: str | Path, config: str | None = None, token: str | No
     """Load pyannote's pipeline from a HF id or local directory (optionally another config file in it).
 
     pyannote never reads the directory itself: its config is checked and its files are
-    copied into a private temporary directory and vetted there (`mlx_diar.trust`); pyannote
+    copied into a private temporary directory and vetted there (`mlx_diar.conversion.trust`); pyannote
     builds the pipeline from that copy, which is removed once everything is in memory.
     """
     resolved = resolve_pipeline(source, token=token, config=config)

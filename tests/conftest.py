@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach Hugging Face
 
@@ -30,7 +30,7 @@ def fixture_root() -> Path:
 def sample() -> tuple[np.ndarray, Path]:
     """pyannote's bundled 30 s recording (16 kHz mono float32) and its RTTM path."""
     from harness.paths import sample_audio
-    from mlx_diar.audio import load_audio
+    from mlx_diar.runtime.audio import load_audio
 
     wav, rttm = sample_audio()
     return load_audio(wav), rttm
@@ -62,13 +62,13 @@ def reference_run_10s(reference_pipeline, sample_10s):
 @pytest.fixture(scope="session")
 def mlx_model_dir(fixture_root: Path, tmp_path_factory) -> Path:
     """The fixture pipeline converted to a float32 MLX 'full' model (once per session)."""
-    from mlx_diar.convert import convert_pyannote_model
+    from mlx_diar.conversion.convert import convert_pyannote_model
 
     return convert_pyannote_model(fixture_root, tmp_path_factory.mktemp("mlx") / "full-f32", "full", "float32")
 
 
 @pytest.fixture(scope="session")
 def mlx_pipeline(mlx_model_dir: Path):
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     return SpeakerDiarizationPipeline(model_path=mlx_model_dir, device="cpu")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.audio import AudioFile, AudioWarning, as_waveform, closing_audio, load_audio, open_audio
+from mlx_diar.runtime.audio import AudioFile, AudioWarning, as_waveform, closing_audio, load_audio, open_audio
 from mlx_diar.errors import AudioError
-from mlx_diar.inference import chunk_batches
+from mlx_diar.runtime.inference import chunk_batches
 
 RNG = np.random.default_rng(3)
 
@@ -91,7 +91,7 @@ def test_a_file_shortened_after_opening_is_an_audio_error(tmp_path: Path) -> Non
 _OPEN_PEAK = """
 import sys
 from harness.memory import PeakRSS
-from mlx_diar.audio import open_audio
+from mlx_diar.runtime.audio import open_audio
 with PeakRSS(interval=0.001) as peak:
     baseline = peak.peak_mb
     waveform = open_audio(sys.argv[1])

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 
 
 def _best_of(fn, rounds: int = 3) -> float:
@@ -90,7 +90,7 @@ def test_pipeline_stage_ratios(benchmark, bench_clip, pyannote_clip_run, mlx_pip
 
     from harness.metrics import score, uem_for
 
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     name, waveform = bench_clip
     pipeline = SpeakerDiarizationPipeline(models=mlx_pipeline.models, params={"embedding_mode": mode})

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_diar.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from mlx_diar.sources import resolve_checkpoint, resolve_pipeline
+from mlx_diar.conversion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from mlx_diar.conversion.sources import resolve_checkpoint, resolve_pipeline
 
 
 class Exploit:
@@ -32,7 +32,7 @@ def test_both_real_segmentation_checkpoints_read_safely(fixture_root: Path) -> N
 
 def test_reading_needs_neither_pyannote_nor_lightning(fixture_root: Path) -> None:
     code = (
-        "import sys; from mlx_diar.checkpoint import read_checkpoint;"
+        "import sys; from mlx_diar.conversion.checkpoint import read_checkpoint;"
         f"read_checkpoint({str(fixture_root / 'whisperx/pytorch_model.bin')!r});"
         "print(sorted(m for m in ('pyannote.audio', 'lightning', 'omegaconf') if m in sys.modules))"
     )

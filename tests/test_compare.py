@@ -76,7 +76,7 @@ def test_report_files_and_columns(report) -> None:
 
 
 def test_check_fails_on_a_perturbed_lstm_and_names_it(clip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from mlx_diar.model_io import load_weights, save_weights
+    from mlx_diar.conversion.model_io import load_weights, save_weights
 
     real = compare.converted_model
 
@@ -154,8 +154,8 @@ def test_fast_mode_target_is_its_der_against_exact_mode() -> None:
 
 def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: Path, monkeypatch) -> None:
     """A conversion is reused only for the same source, variant, on-disk format and converter version."""
-    import mlx_diar.convert
-    from mlx_diar import model_io
+    import mlx_diar.conversion.convert
+    from mlx_diar.conversion import model_io
 
     conversions = []
 
@@ -166,7 +166,7 @@ def test_model_cache_is_keyed_on_source_variant_format_and_converter(tmp_path: P
         return Path(target)
 
     monkeypatch.setenv("MLX_DIAR_CACHE", str(tmp_path))
-    monkeypatch.setattr(mlx_diar.convert, "convert_pyannote_model", convert)
+    monkeypatch.setattr(mlx_diar.conversion.convert, "convert_pyannote_model", convert)
     f32, f16 = compare.Variant("float32"), compare.Variant("float16")
     f32_sparse = compare.Variant("float32", embedding_mode="sparse")
 

@@ -11,9 +11,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_diar.checkpoint import CheckpointError, read_checkpoint
-from mlx_diar.convert import convert_pyannote_model
-from mlx_diar.model_io import INDEX_FILE, ModelDirError, load_model
+from mlx_diar.conversion.checkpoint import CheckpointError, read_checkpoint
+from mlx_diar.conversion.convert import convert_pyannote_model
+from mlx_diar.conversion.model_io import INDEX_FILE, ModelDirError, load_model
 from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 
 
@@ -103,12 +103,12 @@ def test_load_model_errors(tmp_path: Path, full_f32: Path) -> None:
 
 
 def test_cli_and_missing_torch_message(fixture_root: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "mlx_diar.convert", "--pytorch-path",
+    out = subprocess.run([sys.executable, "-m", "mlx_diar.conversion.convert", "--pytorch-path",
                           str(fixture_root / "whisperx/pytorch_model.bin"), "--mlx-path", str(tmp_path / "v2"),
                           "--model-type", "segmentation"], capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == tmp_path / "v2"
     assert json.loads((tmp_path / "v2/config.json").read_text())["segmentation"]["config"]["powerset"] is False
-    code = ("import sys; sys.modules['torch'] = None; from mlx_diar.convert import main;"
+    code = ("import sys; sys.modules['torch'] = None; from mlx_diar.conversion.convert import main;"
             f"sys.exit(main(['--pytorch-path', {str(fixture_root / 'segmentation')!r}, '--mlx-path', "
             f"{str(tmp_path / 'nt')!r}, '--model-type', 'segmentation']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

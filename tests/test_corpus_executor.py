@@ -1,4 +1,4 @@
-"""The corpus executor (mlx_diar.executor): backends, per-recording commits, resume, fault isolation.
+"""The corpus executor (mlx_diar.runtime.executor): backends, per-recording commits, resume, fault isolation.
 
 The mechanics run on a cheap task (reads the audio, optionally waits or crashes its worker); the
 real MLX diarization of a synthetic corpus runs in a process pool and on a local Ray cluster of
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.corpus import CorpusEntry, from_dataset
-from mlx_diar.executor import RecordingTask, load_records, run_corpus
+from mlx_diar.runtime.corpus import CorpusEntry, from_dataset
+from mlx_diar.runtime.executor import RecordingTask, load_records, run_corpus
 
 
 class ReadTask(RecordingTask):
@@ -33,7 +33,7 @@ class ReadTask(RecordingTask):
         self.threads = threads
 
     def __call__(self, entry: CorpusEntry) -> dict:
-        from mlx_diar.audio import load_audio
+        from mlx_diar.runtime.audio import load_audio
 
         if entry.uri == self.crash:
             os._exit(3)
@@ -100,8 +100,8 @@ import signal
 import sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from mlx_diar.corpus import from_dataset
-from mlx_diar.executor import run_corpus
+from mlx_diar.runtime.corpus import from_dataset
+from mlx_diar.runtime.executor import run_corpus
 from tests.test_corpus_executor import ReadTask
 summary = run_corpus(ReadTask(delay=float(sys.argv[3])), from_dataset(sys.argv[1]), sys.argv[2],
                      workers=int(sys.argv[4]), progress=False)
@@ -159,7 +159,7 @@ def rttms(out: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pool_run(mlx_model_dir: Path, synth_corpus, tmp_path_factory) -> Path:
     """The corpus diarized by a pool of two single-threaded worker processes."""
-    from mlx_diar.executor import DiarizeTask
+    from mlx_diar.runtime.executor import DiarizeTask
 
     out = tmp_path_factory.mktemp("pool")
     summary = run_corpus(DiarizeTask(mlx_model_dir), synth_corpus, out, workers=2, threads=1, progress=False)
@@ -194,7 +194,7 @@ def ray_cluster():
 def test_ray_cluster_diarizes_the_corpus_like_the_pool(ray_cluster, mlx_model_dir, synth_corpus, pool_run,
                                                       tmp_path: Path) -> None:
     """Same single-threaded workers, same RTTMs, byte for byte; the poisoned file fails alone."""
-    from mlx_diar.executor import DiarizeTask
+    from mlx_diar.runtime.executor import DiarizeTask
 
     summary = run_corpus(DiarizeTask(mlx_model_dir), synth_corpus, tmp_path, ray=ray_cluster.address,
                          progress=False)
@@ -207,7 +207,7 @@ def test_ray_cluster_diarizes_the_corpus_like_the_pool(ray_cluster, mlx_model_di
 
 def test_corpus_throughput_one_vs_two_workers(benchmark, mlx_model_dir, synth_corpus, tmp_path: Path) -> None:
     """Audio hours per hour of MLX diarization with 1 and 2 workers (models loaded once per worker, included)."""
-    from mlx_diar.executor import DiarizeTask
+    from mlx_diar.runtime.executor import DiarizeTask
 
     entries = [e for e in synth_corpus if e.uri != "poisoned"]
     one = run_corpus(DiarizeTask(mlx_model_dir), entries, tmp_path / "one", workers=1, progress=False)

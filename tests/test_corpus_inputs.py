@@ -1,4 +1,4 @@
-"""Corpus inputs (mlx_diar.corpus): folder, JSONL manifest, pyannote.database protocol; validated up front."""
+"""Corpus inputs (mlx_diar.runtime.corpus): folder, JSONL manifest, pyannote.database protocol; validated up front."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar import corpus
+from mlx_diar.runtime import corpus
 from mlx_diar.errors import OptionError
 
 RTTM = "SPEAKER {uri} 1 0.500 1.000 <NA> <NA> A <NA> <NA>\nSPEAKER {uri} 1 2.000 0.800 <NA> <NA> B <NA> <NA>\n"

@@ -20,6 +20,6 @@ def test_doctor_reports_blas_and_versions() -> None:
 @pytest.mark.skipif(not ctypes.util.find_library("openblas"), reason="optional system library OpenBLAS "
                     "(Debian: libopenblas0-pthread, installed by `make install`) is absent")
 def test_mlx_uses_openblas_on_linux() -> None:
-    code = "import mlx_diar; from mlx_diar._blas import active_blas; print(active_blas())"
+    code = "import mlx_diar; from mlx_diar.cpu.blas import active_blas; print(active_blas())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "openblas" in out.stdout.lower()

@@ -20,8 +20,8 @@ from mlx.utils import tree_flatten
 from pyannote.audio.models.embedding import wespeaker
 
 from harness import targets
-from mlx_diar import precision
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.conversion import precision
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import kaldi_fbank
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34, nearest_indices
 from reference.layers import embedding_layers
@@ -220,7 +220,7 @@ def test_folded_batchnorm(torch_model, audio, masks, reference) -> None:
 
 @pytest.mark.parametrize("dtype", precision.REDUCED)
 def test_half_precision_policy(torch_model, audio, masks, reference, dtype) -> None:
-    """The default policy (mlx_diar.precision) on the first chunk only: MLX's CPU half-precision
+    """The default policy (mlx_diar.conversion.precision) on the first chunk only: MLX's CPU half-precision
     convolutions are slower than float32."""
     model = _mlx_model(torch_model, dtype=dtype)
     assert model.resnet.layer4[0].conv1.weight.dtype == precision.DTYPES[dtype]

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from harness import fixtures
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.checkpoint import sha256sum
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.conversion.checkpoint import sha256sum
 
 
 def test_real_checkpoints_have_their_published_hashes(fixture_root: Path) -> None:

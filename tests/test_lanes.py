@@ -1,4 +1,4 @@
-"""mlx_diar.lanes: the CPU segmentation forward split over this process and helper processes."""
+"""mlx_diar.cpu.lanes: the CPU segmentation forward split over this process and helper processes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 
 import mlx_diar  # noqa: F401  (loads OpenBLAS before MLX)
 from harness import targets
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.inference import chunk_batches
-from mlx_diar.lanes import SegmentationLanes
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.runtime.inference import chunk_batches
+from mlx_diar.cpu.lanes import SegmentationLanes
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -24,7 +24,7 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def forward(mlx_model_dir: Path):
-    from mlx_diar.model_io import load_model
+    from mlx_diar.conversion.model_io import load_model
 
     forward = load_model(mlx_model_dir).segmentation.numpy_forward()
     assert forward is not None  # float32 on the CPU
@@ -62,7 +62,7 @@ def test_a_lost_helper_is_recomputed_here(forward, chunks: np.ndarray, caplog) -
         helper = lanes.helpers[0]
         helper.process.kill()
         helper.process.wait()
-        with caplog.at_level(logging.WARNING, logger="mlx_diar.lanes"):
+        with caplog.at_level(logging.WARNING, logger="mlx_diar.cpu.lanes"):
             got = lanes(chunks)
         assert rel_l2(got, forward(chunks)) <= targets.LAYER_REL_L2_F32
         assert lanes.lanes == 1
@@ -78,8 +78,8 @@ def test_a_script_without_main_guard_runs_once(mlx_model_dir: Path, tmp_path: Pa
     script.write_text(textwrap.dedent(f"""
         import numpy as np
         import mlx_diar
-        from mlx_diar.lanes import SegmentationLanes
-        from mlx_diar.model_io import load_model
+        from mlx_diar.cpu.lanes import SegmentationLanes
+        from mlx_diar.conversion.model_io import load_model
 
         print("script body ran", flush=True)
         lanes = SegmentationLanes(load_model({str(mlx_model_dir)!r}).segmentation.numpy_forward(), 2)
@@ -94,7 +94,7 @@ def test_a_script_without_main_guard_runs_once(mlx_model_dir: Path, tmp_path: Pa
 
 
 def test_pipeline_runs_segmentation_on_the_cpu_lanes(mlx_pipeline) -> None:
-    from mlx_diar.pipeline import cpu_lanes
+    from mlx_diar.runtime.pipeline import cpu_lanes
 
     lanes = mlx_pipeline.segmentation_lanes
     assert lanes is not None and lanes.lanes == cpu_lanes()

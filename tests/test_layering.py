@@ -56,7 +56,7 @@ def _layer(module: str) -> int:
 
 
 def test_every_package_is_found() -> None:
-    assert {"mlx_diar.pipeline", "reference.runner", "reference.seeded", "harness.paths"} <= set(MODULES)
+    assert {"mlx_diar.runtime.pipeline", "reference.runner", "reference.seeded", "harness.paths"} <= set(MODULES)
 
 
 def test_layering() -> None:

@@ -1,4 +1,4 @@
-"""mlx_diar._malloc: freed activations stay in the heap, so the next chunk's arrays cost no page faults."""
+"""mlx_diar.cpu.malloc: freed activations stay in the heap, so the next chunk's arrays cost no page faults."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from mlx_diar import _malloc
+from mlx_diar.cpu import malloc
 
 _PROBE = """
 import resource
 import mlx_diar  # applies the tuning at import
 import mlx.core as mx
-from mlx_diar._malloc import tune_malloc
+from mlx_diar.cpu.malloc import tune_malloc
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -61,26 +61,26 @@ class _RecordingLibc:
 def libc(monkeypatch: pytest.MonkeyPatch) -> _RecordingLibc:
     fake = _RecordingLibc()
     monkeypatch.setattr(_malloc, "_TUNED", False)
-    monkeypatch.setattr(_malloc.ctypes, "CDLL", lambda name: fake)
-    monkeypatch.setattr(_malloc.sys, "platform", "linux")
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: fake)
+    monkeypatch.setattr(malloc.sys, "platform", "linux")
     monkeypatch.delenv("MLX_DIAR_NO_MALLOC_TUNING", raising=False)
     return fake
 
 
 def test_tuning_sets_both_thresholds(libc: _RecordingLibc) -> None:
-    assert _malloc.tune_malloc()
-    assert libc.calls == [(_malloc.M_MMAP_THRESHOLD, 32 * 2**20), (_malloc.M_TRIM_THRESHOLD, 512 * 2**20)]
+    assert malloc.tune_malloc()
+    assert libc.calls == [(malloc.M_MMAP_THRESHOLD, 32 * 2**20), (malloc.M_TRIM_THRESHOLD, 512 * 2**20)]
 
 
 def test_opt_out_keeps_glibc_defaults(libc: _RecordingLibc, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLX_DIAR_NO_MALLOC_TUNING", "1")
-    assert not _malloc.tune_malloc()
+    assert not malloc.tune_malloc()
     assert libc.calls == []
 
 
 def test_other_platforms_untouched(libc: _RecordingLibc, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_malloc.sys, "platform", "darwin")
-    assert not _malloc.tune_malloc()
+    monkeypatch.setattr(malloc.sys, "platform", "darwin")
+    assert not malloc.tune_malloc()
     assert libc.calls == []
 
 
@@ -88,7 +88,7 @@ _RELEASE_PROBE = """
 import mlx_diar
 import mlx.core as mx
 from harness.memory import _rss_mb
-from mlx_diar._malloc import release_free_heap
+from mlx_diar.cpu.malloc import release_free_heap
 
 x = mx.random.normal((2_500_000,))
 live = [mx.exp(x) + k for k in range(20)]  # 200 MB of 10 MB blocks in the heap

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 
 from harness.memory import curve_frame, curve_table, memory_curve
-from mlx_diar.pipeline import cpu_lanes
+from mlx_diar.runtime.pipeline import cpu_lanes
 
 
 def test_memory_curve_measures_the_child_alone(tmp_path) -> None:

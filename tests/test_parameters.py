@@ -15,7 +15,7 @@ import soundfile as sf
 
 from mlx_diar.clustering import AgglomerativeParameters, VBxParameters
 from mlx_diar.errors import ModelDirError, OptionError
-from mlx_diar.pipeline import (
+from mlx_diar.runtime.pipeline import (
     MultilabelSegmentationParameters,
     PipelineParameters,
     SegmentationParameters,
@@ -96,7 +96,7 @@ def test_defaults_are_pyannotes() -> None:
 
 @pytest.fixture(scope="module")
 def ahc_model_dir(fixture_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlx_diar.convert import convert_pyannote_model
+    from mlx_diar.conversion.convert import convert_pyannote_model
 
     return convert_pyannote_model(fixture_root, tmp_path_factory.mktemp("ahc") / "m", "full",
                                   pipeline_config="config-ahc.yaml")
@@ -127,7 +127,7 @@ def test_instantiate_validates_and_changes_nothing_on_error(mlx_model_dir: Path)
 
 
 def test_saved_config_is_validated(mlx_model_dir: Path) -> None:
-    from mlx_diar.model_io import load_model
+    from mlx_diar.conversion.model_io import load_model
 
     models = load_model(mlx_model_dir)
     models.config["pipeline"]["hyper_parameters"]["clustering"]["Fa"] = "0.07"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.audio import SAMPLE_RATE, AudioError, as_waveform, load_audio
+from mlx_diar.runtime.audio import SAMPLE_RATE, AudioError, as_waveform, load_audio
 
 
 def test_no_torch_or_pyannote_audio_at_inference(mlx_model_dir: Path, sample_10s) -> None:

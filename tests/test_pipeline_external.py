@@ -44,7 +44,7 @@ def _final_clusters(segmentation: SlidingWindowFeature, hard: np.ndarray) -> np.
 
 
 def test_discrete_diarization_and_rttm_match_real_pipeline(mlx_pipeline) -> None:
-    from mlx_diar.signal import to_annotation
+    from mlx_diar.runtime.signal import to_annotation
 
     segmentation = _swf("pipeline_segmentation")
     hard = _final_clusters(segmentation, np.load(DATA / "pipeline_hard_clusters.npy"))

@@ -12,8 +12,8 @@ import pytest
 
 from harness import targets
 from harness.metrics import score, uem_for
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.inference import chunk_batches
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.runtime.inference import chunk_batches
 from reference.layers import segmentation_float64
 from reference.runner import run_reference
 
@@ -109,8 +109,8 @@ def test_speaker_count_constraints_match_pyannote(reference_pipeline, mlx_pipeli
 
 def test_agglomerative_clustering_config_matches_pyannote(fixture_root, tmp_path_factory, conversation) -> None:
     """The 3.1-style config (AgglomerativeClustering), converted from config-ahc.yaml."""
-    from mlx_diar.convert import convert_pyannote_model
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.conversion.convert import convert_pyannote_model
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
     from reference.runner import load_pipeline
 
     reference_pipeline = load_pipeline(fixture_root, config="config-ahc.yaml")

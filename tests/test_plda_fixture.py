@@ -9,7 +9,7 @@ import pytest
 
 from harness import plda, synth
 from harness.fixtures import read_statistics
-from mlx_diar.checkpoint import load_checkpoint
+from mlx_diar.conversion.checkpoint import load_checkpoint
 
 
 def _output_layer(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,12 @@ from mlx.utils import tree_flatten
 from harness import targets
 from harness.compare import segmentation_agreement
 from harness.metrics import embedding_min_cosine, score, uem_for
-from mlx_diar import precision, quantize
-from mlx_diar.convert import convert_pyannote_model
+from mlx_diar.conversion import precision, quantize
+from mlx_diar.conversion.convert import convert_pyannote_model
 from mlx_diar.errors import ModelDirError
-from mlx_diar.model_io import load_model
+from mlx_diar.conversion.model_io import load_model
 from mlx_diar.models.pyannet import BiLSTMLayer
-from mlx_diar.pipeline import SpeakerDiarizationPipeline
+from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
 # (dtype, precision mode, bits): the gated variants, and 4-bit (reported)
 VARIANTS = {

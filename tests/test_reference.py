@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from reference.runner import load_bundle, save_bundle
 
 SEGMENTATION_LAYERS = {

@@ -24,10 +24,10 @@ import torch
 from pyannote.audio import Model
 
 from harness import targets
-from mlx_diar import precision
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.checkpoint import read_checkpoint
-from mlx_diar.inference import chunk_batches
+from mlx_diar.conversion import precision
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.conversion.checkpoint import read_checkpoint
+from mlx_diar.runtime.inference import chunk_batches
 from mlx_diar.models import Powerset, PyanNet, PyanNetConfig
 from mlx_diar.models.pyannet import BiLSTMLayer
 from reference.layers import segmentation_float64, segmentation_layers

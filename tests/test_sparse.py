@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlx_diar.sparse import SparsePlan, disagreement, plan_sparse, training_halves
+from mlx_diar.runtime.sparse import SparsePlan, disagreement, plan_sparse, training_halves
 
 STEP = 5  # frames per chunk step
 FRAMES = 10 * STEP  # frames per chunk: ten steps, as 10 s chunks at a 1 s step

@@ -7,8 +7,8 @@ import pytest
 from pyannote.core import SlidingWindowFeature
 
 from harness import targets
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.inference import chunk_batches, num_chunks
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.runtime.inference import chunk_batches, num_chunks
 
 
 def _chunks_by_index(waveform: np.ndarray, window: int, step: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def exact_sample_run(mlx_pipeline, sample):
 def test_fast_embedding_modes_cost_little_der(mode: str, exact_sample_run, mlx_model_dir, sample) -> None:
     """Opt-in fast modes: DER against exact mode within harness.targets.PIPELINE_DER_FAST."""
     from harness.metrics import score, uem_for
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     waveform = sample[0]
     fast = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": mode}).apply(waveform)
@@ -79,8 +79,8 @@ def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sam
     """Sparse mode: the computed chunks' embeddings are exact mode's; filled ones never train the
     clustering; an uncertain filled speaker's chunk is computed in a second pass (here: every one);
     where the training halves disagree, every chunk is computed and trains, as in exact mode."""
-    from mlx_diar import sparse
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime import sparse
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     pipeline = SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "sparse"})
     exact = exact_sample_run.stages["embeddings"]
@@ -122,7 +122,7 @@ def test_sparse_mode_computes_exact_embeddings_and_trains_only_on_them(exact_sam
 
 def test_unknown_embedding_mode_is_a_clear_error(mlx_model_dir) -> None:
     from mlx_diar.errors import OptionError
-    from mlx_diar.pipeline import SpeakerDiarizationPipeline
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     with pytest.raises(OptionError, match="embedding_mode"):
         SpeakerDiarizationPipeline(model_path=mlx_model_dir, params={"embedding_mode": "fastest"})
@@ -133,8 +133,8 @@ def test_parallel_lanes_give_the_single_lane_embeddings(mlx_pipeline, sample, mo
     progress counts every chunk, and the BLAS thread count is restored afterwards."""
     import mlx.core as mx
 
-    from mlx_diar import pipeline as pipeline_module
-    from mlx_diar._blas import blas_thread_count
+    from mlx_diar.runtime import pipeline as pipeline_module
+    from mlx_diar.cpu.blas import blas_thread_count
 
     waveform = sample[0][: 14 * 16000]  # five chunks: an odd count leaves one lane idle at the end
     binarized = mlx_pipeline.binarize_segmentations(
@@ -157,7 +157,7 @@ def test_one_chunk_keeps_blas_on_every_core(mlx_pipeline, sample, monkeypatch) -
     """A file of one chunk runs one lane, so the BLAS thread count is left alone (not set to 1)."""
     import contextlib
 
-    from mlx_diar import pipeline as pipeline_module
+    from mlx_diar.runtime import pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "available_cores", lambda: 2)
     requested: list[int | None] = []

@@ -22,7 +22,7 @@ from mlx_diar.clustering.assignment import (
 from mlx_diar.clustering.plda import PLDA
 from mlx_diar.clustering.vbx import cluster_vbx, l2_norm, vbx, vbx_setup
 from mlx_diar.clustering.vbx_clustering import VBxClustering, VBxParameters, ahc_init
-from mlx_diar.parameters import Parameters
+from mlx_diar.runtime.parameters import Parameters
 
 # the clustering methods a pipeline config may name, with their hyper-parameters
 CLUSTERING: dict[str, tuple[type[BaseClustering], type[Parameters]]] = {

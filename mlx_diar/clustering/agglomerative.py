@@ -22,7 +22,7 @@ from mlx_diar.clustering.assignment import (
     single_cluster,
 )
 from mlx_diar.clustering.linkage import centroid_linkage
-from mlx_diar.parameters import Parameters
+from mlx_diar.runtime.parameters import Parameters
 
 # pyannote's Categorical choices for `method` (scipy linkage methods)
 LINKAGE_METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")

@@ -24,7 +24,7 @@ from mlx_diar.clustering.assignment import (
 from mlx_diar.clustering.linkage import centroid_linkage
 from mlx_diar.clustering.plda import PLDA
 from mlx_diar.clustering.vbx import cluster_vbx
-from mlx_diar.parameters import Parameters
+from mlx_diar.runtime.parameters import Parameters
 
 
 @dataclasses.dataclass(frozen=True)

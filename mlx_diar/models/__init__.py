@@ -1,7 +1,6 @@
 """MLX models mirroring pyannote.audio's (one module per pyannote model or block).
 
-Exports are lazy, so that `mlx_diar.models.numpy_kernels` and `mlx_diar.models.pyannet_numpy`
-(pure NumPy, run by segmentation helper processes) import without MLX.
+Exports are lazy: importing the package imports no model (nor MLX) until one is asked for.
 """
 
 from typing import Any

@@ -18,7 +18,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 
 EPSILON = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float).eps
 PREEMPHASIS_COEFFICIENT = 0.97  # kaldi.fbank default, not overridden by pyannote

@@ -25,7 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_diar.models import numpy_kernels
+from mlx_diar.cpu import numpy_kernels
 
 RECURRENCE_BACKEND = "numpy"  # NumPy on the CPU in float32, the MLX step elsewhere; "mlx": MLX everywhere
 

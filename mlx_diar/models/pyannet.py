@@ -21,12 +21,12 @@ import numpy as np
 from mlx.utils import tree_flatten
 from pyannote.core import SlidingWindow
 
-from mlx_diar.audio import SAMPLE_RATE
-from mlx_diar.models import numpy_kernels
+from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.cpu import numpy_kernels
 from mlx_diar.models.kernels import lstm_recurrence, recurrence_backend
-from mlx_diar.models.pyannet_numpy import NumpyPyanNet
+from mlx_diar.cpu.pyannet_numpy import NumpyPyanNet
 from mlx_diar.models.sincnet import SincNet, sinc_filters
-from mlx_diar.precision import compute_dtypes
+from mlx_diar.conversion.precision import compute_dtypes
 
 # pyannote's PyanNet.SINCNET_DEFAULTS / LSTM_DEFAULTS / LINEAR_DEFAULTS, used where a
 # checkpoint's hyper_parameters leave a key out (as pyannote's merge_dict does).
@@ -216,7 +216,7 @@ class PyanNet(nn.Module):
         self.compute = compute_dtypes("segmentation")
 
     def set_compute_dtypes(self, compute: Mapping[str, mx.Dtype]) -> None:
-        """Compute dtype per precision block (`mlx_diar.precision`); parameters must already be cast."""
+        """Compute dtype per precision block (`mlx_diar.conversion.precision`); parameters must already be cast."""
         self.compute = compute
 
     def activation(self, scores: mx.array) -> mx.array:
@@ -229,7 +229,7 @@ class PyanNet(nn.Module):
         """(batch, samples) or (batch, 1, samples) mono waveforms -> (batch, frames, num_classes).
 
         Each precision block (sincnet, lstm, linear, classifier, activation) computes in
-        its dtype of ``self.compute`` (`mlx_diar.precision`). When ``capture`` is a dict, it receives
+        its dtype of ``self.compute`` (`mlx_diar.conversion.precision`). When ``capture`` is a dict, it receives
         the outputs of every pyannote sub-module under its module path, in torch layout:
         ``sincnet.*`` (B,C,T), ``lstm.k`` and ``lstm`` (B,T,F), ``linear.k`` (pre-activation),
         ``classifier`` (logits), ``activation``. Where `numpy_forward` applies, that forward runs.

@@ -12,7 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.models.kernels import conv1d
 
 NUM_SINC_FILTERS = 80

@@ -9,7 +9,7 @@ MLX is channels-last: pyannote's conv maps are (batch, channels, freq, time), he
 (batch, freq, time, channels); Conv2d weights are (out, kh, kw, in). Captured
 activations are converted back to pyannote's layout.
 
-Precision: each block (fbank, stem, layer1-4, pool, embedding; `mlx_diar.precision`) computes
+Precision: each block (fbank, stem, layer1-4, pool, embedding; `mlx_diar.conversion.precision`) computes
 in its dtype of ``compute``; the fbank itself is float32 (no half-precision FFT) and the
 returned embeddings are float32.
 """
@@ -27,10 +27,10 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_diar.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, num_frames, window_properties
 from mlx_diar.models.kernels import conv2d
-from mlx_diar.precision import compute_dtypes
+from mlx_diar.conversion.precision import compute_dtypes
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
 _STAGE_STRIDES = (1, 2, 2, 2)  # stride of the first block of layer1..layer4
@@ -287,7 +287,7 @@ class WeSpeakerResNet34(nn.Module):
         self.resnet = ResNet(self.config)
 
     def set_compute_dtypes(self, compute: Mapping[str, mx.Dtype]) -> None:
-        """Compute dtype per precision block (`mlx_diar.precision`); parameters must already be cast."""
+        """Compute dtype per precision block (`mlx_diar.conversion.precision`); parameters must already be cast."""
         self.resnet.compute = compute
 
     @property

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.audio import AudioWarning, as_waveform, load_audio, prepare_waveform, rttm_uri
+from mlx_diar.runtime.audio import AudioWarning, as_waveform, load_audio, prepare_waveform, rttm_uri
 from mlx_diar.errors import AudioError
 
 RNG = np.random.default_rng(12)
@@ -125,7 +125,7 @@ _DECODE_PEAK = """
 import sys
 import numpy as np
 from harness.memory import PeakRSS
-from mlx_diar.audio import load_audio
+from mlx_diar.runtime.audio import load_audio
 with PeakRSS(interval=0.001) as peak:
     baseline = peak.peak_mb
     waveform = load_audio(sys.argv[1])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_diar.convert import convert_pyannote_model
+from mlx_diar.conversion.convert import convert_pyannote_model
 from mlx_diar.errors import OptionError
 from mlx_diar.fsutil import atomic_directory, atomic_write
 
@@ -122,7 +122,7 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(segmentation: Pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep").write_text("x")
-    argv = [sys.executable, "-m", "mlx_diar.convert", "--pytorch-path", str(segmentation), "--mlx-path", str(out),
+    argv = [sys.executable, "-m", "mlx_diar.conversion.convert", "--pytorch-path", str(segmentation), "--mlx-path", str(out),
             "--model-type", "segmentation"]
     proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

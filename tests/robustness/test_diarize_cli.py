@@ -36,7 +36,7 @@ BAD_OPTIONS = [
 
 
 def test_the_embedding_modes_offered_are_the_pipeline_s(capsys) -> None:
-    from mlx_diar.pipeline import EMBEDDING_MODES
+    from mlx_diar.runtime.pipeline import EMBEDDING_MODES
 
     with pytest.raises(SystemExit):
         cli.main(["diarize", "--help"])

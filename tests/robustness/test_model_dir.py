@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlx_diar.errors import ModelDirError
-from mlx_diar.model_io import INDEX_FILE, load_model
+from mlx_diar.conversion.model_io import INDEX_FILE, load_model
 
 
 @pytest.fixture

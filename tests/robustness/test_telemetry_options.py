@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mlx_diar.errors import OptionError
-from mlx_diar.pipeline import MAX_SPEAKERS, set_num_speakers
-from mlx_diar.trust import set_pyannote_telemetry
+from mlx_diar.runtime.pipeline import MAX_SPEAKERS, set_num_speakers
+from mlx_diar.conversion.trust import set_pyannote_telemetry
 
 def test_pyannote_telemetry_is_off_after_import_mlx_diar() -> None:
     """A fresh interpreter, pyannote's own default (on), pyannote imported after mlx_diar."""

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlx_diar.convert import convert_pyannote_model
+from mlx_diar.conversion.convert import convert_pyannote_model
 from mlx_diar.errors import CheckpointError, UnsafeSourceError
-from mlx_diar.sources import resolve_pipeline
-from mlx_diar.trust import check_config, stage_pipeline, vet_checkpoint
+from mlx_diar.conversion.sources import resolve_pipeline
+from mlx_diar.conversion.trust import check_config, stage_pipeline, vet_checkpoint
 
 torch = pytest.importorskip("torch")
 

@@ -158,7 +158,7 @@ def block_of(role: str, path: str) -> str:
     return name
 
 
-# a quantized unit's per-group scales and biases (mlx_diar.quantize): always float32, whatever the block's dtype
+# a quantized unit's per-group scales and biases (mlx_diar.conversion.quantize): always float32, whatever the block's dtype
 QUANTIZATION_PARAMS = (".scales", ".biases")
 
 

@@ -28,7 +28,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_diar.models.kernels import lstm_cell, step_recurrence
-from mlx_diar.precision import block_of
+from mlx_diar.conversion.precision import block_of
 
 GROUP_SIZES = (32, 64, 128)
 BITS = (4, 8)

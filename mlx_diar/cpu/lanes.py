@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from mlx_diar._blas import numpy_blas_threads, thread_environment
-from mlx_diar._malloc import release_free_heap
-from mlx_diar.models.pyannet_numpy import NumpyPyanNet
+from mlx_diar.cpu.blas import numpy_blas_threads, thread_environment
+from mlx_diar.cpu.malloc import release_free_heap
+from mlx_diar.cpu.pyannet_numpy import NumpyPyanNet
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _serve(conn: Connection) -> None:
 
 
 class _Helper:
-    """One helper: a fresh interpreter (`python -m mlx_diar.lanes FD`) on one end of a socket pair.
+    """One helper: a fresh interpreter (`python -m mlx_diar.cpu.lanes FD`) on one end of a socket pair.
 
     Not a multiprocessing child: those re-run the parent's main script when it has no
     ``if __name__ == "__main__"`` guard, as a user's short script often has not."""
@@ -81,7 +81,7 @@ class _Helper:
         env = {**os.environ, **thread_environment(1),
                "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         with theirs:
-            self.process = subprocess.Popen([sys.executable, "-m", "mlx_diar.lanes", str(theirs.fileno())],
+            self.process = subprocess.Popen([sys.executable, "-m", "mlx_diar.cpu.lanes", str(theirs.fileno())],
                                             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         self.conn = Connection(ours.detach())
         self.conn.send(model)  # loads while this process goes on

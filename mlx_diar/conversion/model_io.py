@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_diar import precision, quantize
+from mlx_diar.conversion import precision, quantize
 from mlx_diar.errors import ModelDirError
 from mlx_diar.fsutil import atomic_path, atomic_write
 from mlx_diar.models.pyannet import PyanNet, PyanNetConfig

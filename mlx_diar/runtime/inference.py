@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 
-from mlx_diar.audio import Waveform
+from mlx_diar.runtime.audio import Waveform
 
 
 def num_chunks(num_samples: int, window_size: int, step_size: int) -> tuple[int, bool]:

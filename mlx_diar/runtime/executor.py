@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mlx_diar._blas import thread_environment
-from mlx_diar.corpus import CorpusEntry
+from mlx_diar.cpu.blas import thread_environment
+from mlx_diar.runtime.corpus import CorpusEntry
 from mlx_diar.errors import MlxDiarError, OptionError
 from mlx_diar.fsutil import atomic_write
 
@@ -92,7 +92,7 @@ def fingerprint(parts: Any, files: list[Path] = ()) -> str:
     """sha256 over JSON-able `parts` and the contents of `files`: what a finished record depends on."""
     import hashlib
 
-    from mlx_diar.checkpoint import sha256sum
+    from mlx_diar.conversion.checkpoint import sha256sum
 
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for path in sorted(Path(p) for p in files):
@@ -478,13 +478,13 @@ class DiarizeTask(RecordingTask):
         self.pipeline = None
 
     def setup(self, threads: int | None) -> None:
-        from mlx_diar.pipeline import SpeakerDiarizationPipeline
+        from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
         self.pipeline = SpeakerDiarizationPipeline(model_path=self.model, device=self.device, params=self.params,
                                                    hyper_parameters=self.hyper_parameters)
 
     def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
-        from mlx_diar.audio import closing_audio, open_audio, rttm_uri
+        from mlx_diar.runtime.audio import closing_audio, open_audio, rttm_uri
 
         waveform = open_audio(entry.audio)
         with closing_audio(waveform):

@@ -4,7 +4,7 @@ Shared by `reference/` (pyannote side) and the converter. Mirrors how
 `pyannote.audio.core.pipeline.Pipeline.from_pretrained` resolves `config.yaml`
 and its `$model/<subfolder>` entries, but downloads with huggingface_hub directly so
 that a missing token or a gated repository gives a message a user can act on, and
-checks everything it reads at the trust boundary of `mlx_diar.trust`.
+checks everything it reads at the trust boundary of `mlx_diar.conversion.trust`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from mlx_diar import trust
+from mlx_diar.conversion import trust
 from mlx_diar.errors import CheckpointError
-from mlx_diar.trust import MODEL_FILE, PLDA_FILES
+from mlx_diar.conversion.trust import MODEL_FILE, PLDA_FILES
 
 PIPELINE_FILE = "config.yaml"
 _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -108,8 +108,8 @@ def resolve_pipeline(
     """Resolve a pipeline given as a Hugging Face id or a local directory with `config.yaml`.
 
     `config` names another config file of the directory (a plain file name). The config is
-    checked by `mlx_diar.trust.check_config` and every file it names must lie inside the
-    directory (for a download: inside its cache folder); see `mlx_diar.trust`.
+    checked by `mlx_diar.conversion.trust.check_config` and every file it names must lie inside the
+    directory (for a download: inside its cache folder); see `mlx_diar.conversion.trust`.
     """
     path = Path(source).expanduser()
     if path.is_dir():

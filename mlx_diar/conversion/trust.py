@@ -12,7 +12,7 @@ the module a checkpoint names. So:
   directory (`inside`); revision suffixes are refused;
 - pyannote is only ever given a staged copy (`stage_pipeline`): the named files copied into a
   private temporary directory, each checkpoint there vetted by the safe loader
-  (`mlx_diar.checkpoint.load_checkpoint`) and its architecture checked, and a config.yaml
+  (`mlx_diar.conversion.checkpoint.load_checkpoint`) and its architecture checked, and a config.yaml
   rebuilt from the checked values. What pyannote loads is exactly what was vetted.
 
 Every refusal is an `UnsafeSourceError` naming the file and the field.
@@ -206,7 +206,7 @@ def vet_checkpoint(path: Path) -> dict[str, Any]:
     pyannote's `Model.from_pretrained` imports the module the checkpoint names; only
     pyannote.audio's own model modules are accepted.
     """
-    from mlx_diar.checkpoint import load_checkpoint
+    from mlx_diar.conversion.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     architecture = checkpoint["pyannote.audio"].get("architecture", {}) if isinstance(
@@ -220,7 +220,7 @@ def vet_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def stage_pipeline(source: Any, dest: Path) -> Path:
-    """Copy a resolved pipeline (`mlx_diar.sources.PipelineSource`) into `dest` for pyannote; returns `dest`.
+    """Copy a resolved pipeline (`mlx_diar.conversion.sources.PipelineSource`) into `dest` for pyannote; returns `dest`.
 
     `dest` should be a fresh private directory. Checkpoints are vetted after copying (so the
     vetted bytes are the ones pyannote reads), and config.yaml is rebuilt from the checked

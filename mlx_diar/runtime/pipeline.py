@@ -4,7 +4,7 @@ Each stage of `SpeakerDiarization.apply` is a small method named after its pyann
 counterpart and can be fed external inputs (e.g. the real community-1 intermediate results):
 `segmentation_scores` + `to_multilabel` (pyannote's `get_segmentations`), `binarize_segmentations`,
 `speaker_count`, `get_embeddings`, `clustering`, `reconstruct`, `to_diarization`, and
-`mlx_diar.signal.to_annotation`. Neural stages run in MLX; the rest in NumPy/SciPy.
+`mlx_diar.runtime.signal.to_annotation`. Neural stages run in MLX; the rest in NumPy/SciPy.
 No torch or pyannote.audio is imported.
 """
 
@@ -24,19 +24,19 @@ import mlx.core as mx
 import numpy as np
 from pyannote.core import Annotation, SlidingWindow, SlidingWindowFeature
 
-from mlx_diar import sparse
-from mlx_diar._blas import blas_thread_count, blas_threads
-from mlx_diar._malloc import release_free_heap
-from mlx_diar.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
+from mlx_diar.runtime import sparse
+from mlx_diar.cpu.blas import blas_thread_count, blas_threads
+from mlx_diar.cpu.malloc import release_free_heap
+from mlx_diar.runtime.audio import SAMPLE_RATE, Waveform, as_waveform, closing_audio
 from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
 from mlx_diar.errors import ModelDirError, OptionError
-from mlx_diar.inference import aggregate, chunk_batches, trim
-from mlx_diar.lanes import SegmentationLanes
-from mlx_diar.model_io import MLXModels, load_model
+from mlx_diar.runtime.inference import aggregate, chunk_batches, trim
+from mlx_diar.cpu.lanes import SegmentationLanes
+from mlx_diar.conversion.model_io import MLXModels, load_model
 from mlx_diar.models.powerset import Powerset
-from mlx_diar.parameters import Parameters
-from mlx_diar.signal import binarize, to_annotation
-from mlx_diar.sparse import SparsePlan
+from mlx_diar.runtime.parameters import Parameters
+from mlx_diar.runtime.signal import binarize, to_annotation
+from mlx_diar.runtime.sparse import SparsePlan
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
@@ -59,7 +59,7 @@ SINCNET_CHUNKS = {"cpu": 8, "gpu": 32}
 # At most MAX_LANES (unmeasured above 2 cores), never more than the cores this process may use.
 MAX_LANES = 4
 # "sparse" (fast, not exact): the trunk on every other active chunk, the rest from their
-# neighbours (`mlx_diar.sparse`); "shared" (faster, less exact): trunk once per block of chunks
+# neighbours (`mlx_diar.runtime.sparse`); "shared" (faster, less exact): trunk once per block of chunks
 EMBEDDING_MODES = ("exact", "sparse", "shared")
 
 
@@ -445,7 +445,7 @@ class SpeakerDiarizationPipeline:
                           segmentations: SlidingWindowFeature, count: SlidingWindowFeature, plan: SparsePlan,
                           embeddings: np.ndarray, cluster: Callable[..., dict[str, Any]],
                           ) -> tuple[dict[str, Any], dict[str, Any], float]:
-        """Sparse mode's clustering (`mlx_diar.sparse`): trained on the computed chunks, then the
+        """Sparse mode's clustering (`mlx_diar.runtime.sparse`): trained on the computed chunks, then the
         uncertain filled chunks computed and assigned again, then the check that either half of
         the training chunks gives the same diarization, else every chunk computed and clustered
         as exact mode does. `cluster(embeddings, train_chunks=...)` runs the clustering.

@@ -2,7 +2,7 @@
 
 `PyanNet` runs this forward where every block computes in float32 on the CPU (`PyanNet.numpy_forward`):
 there MLX's CPU backend evaluated SincNet's element-wise layers and the LSTM's gates several times
-slower than NumPy. It imports no MLX, so that a helper process (`mlx_diar.lanes`) can run it on
+slower than NumPy. It imports no MLX, so that a helper process (`mlx_diar.cpu.lanes`) can run it on
 part of a recording's chunks while the main process runs the rest. Sub-module names and the
 capture keys are `PyanNet`'s.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlx_diar.models import numpy_kernels as nk
+from mlx_diar.cpu import numpy_kernels as nk
 
 POOL = 3  # SincNet's MaxPool1d(3, stride=3) after each convolution
 SLOPE = 0.01  # leaky ReLU after each SincNet stage and each linear layer

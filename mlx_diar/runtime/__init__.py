@@ -1,0 +1,1 @@
+"""The runtime: audio in, the diarization pipeline and its stages, corpus runs out."""

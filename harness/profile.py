@@ -1,9 +1,13 @@
-"""Per-layer timing of both models, MLX vs torch, on the same batch with the same thread count.
+"""Per-layer timing of both models, MLX vs torch, on the same batch with the same thread count, and
+the host synchronisations of the MLX pipeline's neural stages.
 
-`python -m harness profile [--batch 8] [--rounds 3] [--threads N]` prints, per model, one row per
-pyannote sub-module: torch ms, MLX ms, ratio (torch / MLX: > 1 means MLX is faster). It states the
-BLAS MLX uses, the thread count of each side and the cores each side actually kept busy
-(process CPU time / wall time over the timed rounds).
+`python -m harness profile [--batch 8] [--rounds 3] [--threads N] [--kernels auto|mlx]` prints, per
+model, one row per pyannote sub-module: torch ms, MLX ms, ratio (torch / MLX: > 1 means MLX is
+faster), on the chosen kernel route (`mlx_diar.models.kernels`: "mlx" times the MLX layers a GPU
+runs). It states the BLAS MLX uses, the thread count of each side and the cores each side actually
+kept busy (process CPU time / wall time over the timed rounds). `--syncs` adds, per stage
+(segmentation, embeddings) of the pipeline on the bundled sample, the host synchronisations per
+batch of chunks and the bytes crossing between host and device (`harness.syncs`).
 
 A layer's time is the time from the end of the previous named layer to its own end, on both
 sides, so the functional ops between modules (ReLU, abs...) are counted in the same row. On the
@@ -168,7 +172,7 @@ def header(threads: int, batch: int, rounds: int) -> str:
     import torch
 
     from mlx_diar.cpu.blas import active_blas
-    from mlx_diar.models.kernels import recurrence_backend
+    from mlx_diar.models import kernels
 
     return "\n".join([
         f"machine: {platform.machine()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} "
@@ -177,7 +181,7 @@ def header(threads: int, batch: int, rounds: int) -> str:
         f"torch {torch.__version__}, intra-op threads: {torch.get_num_threads()} (requested {threads}), "
         f"BLAS: {'MKL' if torch.backends.mkl.is_available() else 'other'}",
         f"batch: {batch} x 10 s chunks of the bundled sample, best of {rounds} rounds, float32; "
-        f"LSTM recurrence: {recurrence_backend(mx.float32)}",
+        f"kernels: {kernels.current_route()} (CPU accelerations {'on' if kernels.accelerated() else 'off'})",
     ])
 
 
@@ -240,6 +244,60 @@ def run(batch: int, rounds: int, threads: int, models: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def stage_syncs(pipeline: Any, waveform: np.ndarray) -> dict[str, tuple[Any, int]]:
+    """stage -> (`harness.syncs.Syncs`, batches) of the pipeline's neural stages on `waveform`:
+    segmentation over every chunk, the embedding trunk over every active chunk; counted on a
+    second run (the first makes the models' constants and compiled functions)."""
+    import math
+
+    from harness.syncs import counting
+
+    stages: dict[str, tuple[Any, int]] = {}
+    for _ in range(2):
+        batches = [0]
+        with counting() as segmentation:
+            scores = pipeline.segmentation_scores(waveform)
+        binarized = pipeline.binarize_segmentations(pipeline.to_multilabel(scores))
+        masks = pipeline.embedding_masks(binarized, True)
+        active = np.flatnonzero(masks.any(axis=(1, 2)))
+        out = np.empty((masks.shape[0], masks.shape[1], pipeline.models.embedding.config.embed_dim), np.float32)
+        with counting() as embeddings:
+            pipeline.trunk_embeddings(waveform, binarized.sliding_window, masks, active, out,
+                                      progress=lambda done, total: batches.__setitem__(0, batches[0] + 1))
+        lanes = pipeline.segmentation_lanes.lanes if pipeline.segmentation_lanes else 1
+        per_batch = int(pipeline.params["segmentation_batch_size"]) * lanes
+        stages = {"segmentation": (segmentation, math.ceil(len(scores) / per_batch)),
+                  "embeddings": (embeddings, batches[0])}
+    return stages
+
+
+def sync_report(kernels: str, seconds: float | None = None, segmentation_batch: int = 8,
+                embedding_batch: int = 24) -> str:
+    """Markdown table of `stage_syncs` for the float32 fixture pipeline on the bundled sample (its
+    first `seconds` when given)."""
+    from harness.compare import Variant, converted_model, source_fingerprint
+    from harness.fixtures import fixture_dir
+    from harness.paths import sample_audio
+    from mlx_diar.runtime.audio import SAMPLE_RATE, load_audio
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
+
+    root = fixture_dir()
+    pipeline = SpeakerDiarizationPipeline(
+        model_path=converted_model(root, source_fingerprint(root), Variant("float32")), kernels=kernels,
+        params={"segmentation_batch_size": segmentation_batch, "embedding_batch_size": embedding_batch})
+    waveform = load_audio(sample_audio()[0])
+    if seconds is not None:
+        waveform = waveform[: round(seconds * SAMPLE_RATE)]
+    lines = [f"### Host synchronisations per batch ({kernels} kernels, float32, bundled sample)", "",
+             "| stage | batches | syncs / batch | evaluations | to host | to device | MB to host | MB to device |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for stage, (syncs, count) in stage_syncs(pipeline, waveform).items():
+        per = syncs.per(count)
+        lines.append(f"| {stage} | {count} | {per['syncs']:.2f} | {per['evaluations']:.2f} | {per['to_host']:.2f} | "
+                     f"{per['to_device']:.2f} | {per['to_host_MB']:.2f} | {per['to_device_MB']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness profile", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8, help="10 s chunks per batch (default 8)")
@@ -247,14 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch intra-op threads (default: all cores, as MLX/OpenBLAS use)")
     parser.add_argument("--models", choices=("segmentation", "embedding", "both"), default="both")
-    parser.add_argument("--recurrence", choices=("mlx", "numpy"), default="numpy",
-                        help="where the LSTM recurrence runs (mlx_diar.models.kernels.RECURRENCE_BACKEND)")
+    parser.add_argument("--kernels", choices=("auto", "mlx"), default="auto",
+                        help="kernel route of the MLX side (mlx: the MLX layers only, as a GPU runs them)")
+    parser.add_argument("--syncs", action="store_true",
+                        help="also count the host synchronisations per batch of the pipeline's neural stages")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
     from mlx_diar.models import kernels
 
-    kernels.RECURRENCE_BACKEND = args.recurrence
-    report = run(args.batch, args.rounds, args.threads, args.models)
+    with kernels.route(args.kernels):
+        report = run(args.batch, args.rounds, args.threads, args.models)
+    if args.syncs:
+        report += "\n" + sync_report(args.kernels) + "\n"
     print(report)
     if args.out is not None:
         from mlx_diar.fsutil import atomic_write

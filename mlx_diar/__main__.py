@@ -137,7 +137,7 @@ def diarize(args: argparse.Namespace) -> int:
         if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
             return diarize_corpus(args, params, hyper)
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
-                                              hyper_parameters=hyper)
+                                              hyper_parameters=hyper, kernels=args.kernels, compute=args.compute)
     except (*USER_ERRORS, ValueError, RuntimeError) as e:  # ValueError/RuntimeError: parameters, device
         return report(e, args.debug)
     if args.print_params:
@@ -178,7 +178,7 @@ def diarize_corpus(args: argparse.Namespace, params: dict, hyper: dict) -> int:
                           "(and no --rttm)")
     speakers = {"num_speakers": args.num_speakers, "min_speakers": args.min_speakers,
                 "max_speakers": args.max_speakers}
-    task = DiarizeTask(args.model, args.device, params, hyper, args.exclusive, speakers)
+    task = DiarizeTask(args.model, args.device, params, hyper, args.exclusive, speakers, args.kernels, args.compute)
     summary = run_corpus(task, entries, args.rttm_dir, workers=args.workers, ray=args.ray, threads=args.threads,
                          redo=args.redo)
     print(summary.line(), file=sys.stderr)
@@ -232,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--min-speakers", type=int, default=None)
     d.add_argument("--max-speakers", type=int, default=None)
     d.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    d.add_argument("--kernels", choices=("auto", "mlx"), default="auto",
+                   help="auto (default): the CPU accelerations where they apply; mlx: the MLX layers only, "
+                        "as a GPU runs them (docs/performance.md)")
+    d.add_argument("--compute", choices=("auto", "native", "float32"), default="auto",
+                   help="how a reduced or quantized model computes: native (as stored, what a GPU runs), "
+                        "float32 (weights expanded at load), auto (default): float32 on the CPU, native "
+                        "elsewhere (docs/precision.md)")
     d.add_argument("--threshold", type=_number(-math.inf), default=None, help="clustering threshold")
     d.add_argument("--fa", type=_number(0, strict=True), default=None, help="VBx Fa (> 0)")
     d.add_argument("--fb", type=_number(0, strict=True), default=None, help="VBx Fb (> 0)")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlx_diar.models.kernels import ROUTES  # the float32 parity tests run on each kernel route
 from mlx_diar.runtime.audio import SAMPLE_RATE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach Hugging Face
@@ -72,3 +73,21 @@ def mlx_pipeline(mlx_model_dir: Path):
     from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
     return SpeakerDiarizationPipeline(model_path=mlx_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mlx_pipelines(mlx_pipeline) -> dict:
+    """The float32 pipeline on each kernel route (same loaded models)."""
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
+
+    return {route: SpeakerDiarizationPipeline(models=mlx_pipeline.models, device="cpu", kernels=route)
+            for route in ROUTES}
+
+
+@pytest.fixture(params=ROUTES)
+def route(request) -> str:
+    """Runs the test on each kernel route (`mlx_diar.models.kernels.route`)."""
+    from mlx_diar.models import kernels
+
+    with kernels.route(request.param):
+        yield request.param

@@ -21,6 +21,7 @@ from pyannote.audio.models.embedding import wespeaker
 
 from harness import targets
 from mlx_diar.conversion import precision
+from mlx_diar.models.kernels import ROUTES
 from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import kaldi_fbank
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34, nearest_indices
@@ -109,10 +110,14 @@ def _run_mlx(model: WeSpeakerResNet34, audio: np.ndarray, masks: dict[str, np.nd
             "seconds_per_chunk": seconds / len(audio)}
 
 
-@pytest.fixture(scope="module")
-def mlx_float32(torch_model, audio, masks) -> dict:
+@pytest.fixture(scope="module", params=ROUTES)
+def mlx_float32(request, torch_model, audio, masks) -> dict:
+    """The float32 model's outputs on each kernel route (`mlx_diar.models.kernels.route`)."""
+    from mlx_diar.models import kernels
+
     model = _mlx_model(torch_model)
-    return _run_mlx(model, audio, masks) | {"model": model}
+    with kernels.route(request.param):
+        return _run_mlx(model, audio, masks) | {"model": model, "route": request.param}
 
 
 def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,7 +188,7 @@ def test_fbank_running_centering(audio) -> None:
 
 
 def test_layers_float32(mlx_float32, reference) -> None:
-    _check_layers(mlx_float32["layers"], reference["layers"], "f32")
+    _check_layers(mlx_float32["layers"], reference["layers"], f"f32 {mlx_float32['route']}")
     print(f"seconds per 10 s chunk: mlx {mlx_float32['seconds_per_chunk']:.2f} "
           f"torch {reference['seconds_per_chunk']:.2f}")
 
@@ -209,7 +214,7 @@ def test_degenerate_masks_stay_finite(mlx_float32, torch_model, masks) -> None:
     assert np.all(np.isfinite(mlx_float32["embeddings"]))
 
 
-def test_folded_batchnorm(torch_model, audio, masks, reference) -> None:
+def test_folded_batchnorm(torch_model, audio, masks, reference, route: str) -> None:
     model = _mlx_model(torch_model, folded_bn=True)
     assert not any("bn" in k or "shortcut.1" in k for k, _ in tree_flatten(model.parameters()))
     result = _run_mlx(model, audio, masks)

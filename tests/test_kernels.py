@@ -1,6 +1,7 @@
-"""mlx_diar.models.kernels: backend choice and convolution formulations against MLX's own conv2d.
+"""mlx_diar.models.kernels: the kernel routes, the compiled recurrence, and convolution formulations
+against MLX's own conv2d.
 
-The LSTM recurrence on each backend is checked against torch in tests/test_segmentation_parity.py.
+The LSTM recurrence on each route is checked against torch in tests/test_segmentation_parity.py.
 """
 
 from __future__ import annotations
@@ -16,14 +17,55 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
 
 
-def test_numpy_recurrence_only_for_float32_on_cpu(monkeypatch) -> None:
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "numpy")
+def test_accelerations_only_on_the_auto_route_on_cpu_in_float32() -> None:
     with mx.stream(mx.cpu):
-        assert kernels.recurrence_backend(mx.float32) == "numpy"
-        assert kernels.recurrence_backend(mx.float16) == "mlx"
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "mlx")
-    with mx.stream(mx.cpu):
-        assert kernels.recurrence_backend(mx.float32) == "mlx"
+        assert kernels.current_route() == "auto"
+        assert kernels.accelerated(mx.float32)
+        assert not kernels.accelerated(mx.float16)
+        with kernels.route("mlx"):
+            assert kernels.current_route() == "mlx"
+            assert not kernels.accelerated(mx.float32)
+        assert kernels.accelerated(mx.float32)
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        with kernels.route("numpy"):
+            pass
+
+
+def test_the_route_is_per_thread() -> None:
+    import threading
+
+    seen = []
+    with kernels.route("mlx"):
+        thread = threading.Thread(target=lambda: seen.append(kernels.current_route()))
+        thread.start()
+        thread.join()
+    assert seen == ["auto"]
+
+
+@pytest.mark.parametrize("steps", [589, 16, 5, 1])
+def test_compiled_recurrence_equals_one_step_at_a_time(steps: int) -> None:
+    """`STEPS_PER_CALL` steps per compiled call (the last call shorter) give the step-by-step result."""
+    mx.random.seed(1)
+    xp = mx.random.normal((steps, 2, 3, 32)) * 0.5
+    wh = mx.random.normal((2, 8, 32)) * 0.3
+    h = c = mx.zeros((2, 3, 8))
+    expected = []
+    for t in range(steps):
+        h, c = kernels.lstm_step(xp[t], h, c, wh)
+        expected.append(h)
+    ours = kernels.step_recurrence(xp, kernels.lstm_step, wh)
+    np.testing.assert_allclose(np.array(ours), np.array(mx.stack(expected)), rtol=0, atol=1e-6)
+
+
+def test_constants_cross_once() -> None:
+    calls = []
+
+    def make(n: int) -> np.ndarray:
+        calls.append(n)
+        return np.arange(n, dtype=np.float32)
+
+    a, b = kernels.constant(make, 4), kernels.constant(make, 4)
+    assert a is b and calls == [4]
 
 
 @pytest.mark.parametrize("channels", [32, 64])

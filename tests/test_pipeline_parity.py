@@ -16,13 +16,14 @@ from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.runtime.inference import chunk_batches
 from reference.layers import segmentation_float64
 from reference.runner import run_reference
+from mlx_diar.models.kernels import ROUTES
 
 SYNTHETIC = {"synth-2spk": (2, 11), "synth-3spk": (3, 12), "synth-4spk": (4, 13)}
 
 
 @pytest.fixture(scope="module", params=["sample-10s", "sample-30s", *SYNTHETIC])
-def clip(request, sample, sample_10s, reference_pipeline, reference_run_10s, mlx_pipeline):
-    """(name, waveform, pyannote run, MLX output with stages) for one clip."""
+def pyannote_clip(request, sample, sample_10s, reference_pipeline, reference_run_10s):
+    """(name, waveform, pyannote run) for one clip."""
     name = request.param
     if name == "sample-10s":
         waveform, reference = sample_10s, reference_run_10s
@@ -35,8 +36,15 @@ def clip(request, sample, sample_10s, reference_pipeline, reference_run_10s, mlx
             num_voices, seed = SYNTHETIC[name]
             waveform, _ = make_conversation(TEST_VOICES[3 * seed: 3 * seed + num_voices], seed=seed, duration=11.0)
         reference = run_reference(reference_pipeline, waveform, uri=name, record_layers=False)
-    output = mlx_pipeline.apply(waveform, uri=reference.meta["uri"], keep_stages=True)
-    return name, waveform, reference, output
+    return name, waveform, reference
+
+
+@pytest.fixture(scope="module", params=ROUTES)
+def clip(request, pyannote_clip, mlx_pipelines):
+    """(name, waveform, pyannote run, MLX output with stages) for one clip on one kernel route."""
+    name, waveform, reference = pyannote_clip
+    output = mlx_pipelines[request.param].apply(waveform, uri=reference.meta["uri"], keep_stages=True)
+    return f"{name} ({request.param} kernels)", waveform, reference, output
 
 
 def test_der_against_pyannote_is_zero(clip) -> None:
@@ -99,15 +107,19 @@ def conversation():
     return waveform
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("constraint", [{"num_speakers": 3}, {"max_speakers": 1}, {"min_speakers": 3}])
-def test_speaker_count_constraints_match_pyannote(reference_pipeline, mlx_pipeline, conversation, constraint) -> None:
+def test_speaker_count_constraints_match_pyannote(reference_pipeline, mlx_pipelines, conversation, constraint,
+                                                  route: str) -> None:
     reference = run_reference(reference_pipeline, conversation, uri="forced", record_layers=False, **constraint)
-    output = mlx_pipeline.apply(conversation, uri="forced", **constraint)
+    output = mlx_pipelines[route].apply(conversation, uri="forced", **constraint)
     assert output.speaker_diarization.to_rttm() == reference.rttm()
     assert output.exclusive_speaker_diarization.to_rttm() == reference.rttm(exclusive=True)
 
 
-def test_agglomerative_clustering_config_matches_pyannote(fixture_root, tmp_path_factory, conversation) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_agglomerative_clustering_config_matches_pyannote(fixture_root, tmp_path_factory, conversation,
+                                                          route: str) -> None:
     """The 3.1-style config (AgglomerativeClustering), converted from config-ahc.yaml."""
     from mlx_diar.conversion.convert import convert_pyannote_model
     from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
@@ -117,7 +129,7 @@ def test_agglomerative_clustering_config_matches_pyannote(fixture_root, tmp_path
     assert reference_pipeline.klustering == "AgglomerativeClustering"
     model = convert_pyannote_model(fixture_root, tmp_path_factory.mktemp("ahc") / "m", "full",
                                    pipeline_config="config-ahc.yaml")
-    pipeline = SpeakerDiarizationPipeline(model_path=model)
+    pipeline = SpeakerDiarizationPipeline(model_path=model, kernels=route)
     assert pipeline.parameters()["clustering"] == "AgglomerativeClustering"
     reference = run_reference(reference_pipeline, conversation, uri="ahc", record_layers=False)
     output = pipeline.apply(conversation, uri="ahc", keep_stages=True)

@@ -47,7 +47,7 @@ def test_policy_round_trips_and_keeps_sensitive_blocks_float32() -> None:
         precision.from_config({"precision": broken})
 
 
-def test_quantized_lstm_equals_float_lstm_on_dequantized_weights() -> None:
+def test_quantized_lstm_equals_float_lstm_on_dequantized_weights(route: str) -> None:
     mx.random.seed(0)
     layer = BiLSTMLayer(64, 32)
     layer.update({d: {n: mx.random.normal(getattr(layer[d], n).shape) * 0.2 for n in ("Wx", "Wh", "bias")}
@@ -123,6 +123,29 @@ def test_loader_rebuilds_units_from_saved_keys(converted: dict[str, Path], tmp_p
         load_model(broken)
 
 
+@pytest.mark.parametrize("name", ["bfloat16-q8", "float16"])
+def test_expanded_models_compute_in_float32_with_the_rounded_weights(name: str, converted: dict[str, Path]) -> None:
+    """compute="float32": every weight float32, no quantized unit, the CPU's NumPy forward applies;
+    each weight is exactly what the native model computes with (dequantized or widened)."""
+    native, expanded = load_model(converted[name]), load_model(converted[name], compute="float32")
+    assert expanded.expanded and not native.expanded
+    for role in ("segmentation", "embedding"):
+        model = getattr(expanded, role)
+        assert all(v.dtype == mx.float32 for _, v in tree_flatten(model.parameters())), role
+        assert not any(isinstance(m, (nn.QuantizedLinear, quantize.QuantizedBiLSTMLayer))
+                       for _, m in model.named_modules()), role
+        assert set((model.compute if role == "segmentation" else model.resnet.compute).values()) == {mx.float32}
+    assert expanded.segmentation.numpy_forward() is not None
+    seg = native.segmentation
+    wide = expanded.segmentation.classifier.weight
+    if isinstance(seg.classifier, nn.QuantizedLinear):
+        c = seg.classifier
+        stored = mx.dequantize(c.weight, c.scales, c.biases, c.group_size, c.bits)
+    else:
+        stored = seg.classifier.weight
+    assert mx.array_equal(wide, stored.astype(mx.float32)).item()
+
+
 def test_four_bit_keeps_named_blocks_at_eight_bits(converted: dict[str, Path]) -> None:
     q4 = json.loads((converted["q4"] / "config.json").read_text())["quantization"]
     assert q4["kept_8bit"] == {r: sorted(b) for r, b in quantize.KEEP_8BIT.items()}
@@ -131,16 +154,21 @@ def test_four_bit_keeps_named_blocks_at_eight_bits(converted: dict[str, Path]) -
             assert spec["bits"] == (8 if spec["block"] in quantize.KEEP_8BIT[role] else 4)
 
 
+@pytest.mark.parametrize("compute", ["native", "float32"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_variant_meets_its_target(name: str, converted: dict[str, Path], sample_10s, reference_run_10s) -> None:
+def test_variant_meets_its_target(name: str, compute: str, converted: dict[str, Path], sample_10s,
+                                  reference_run_10s) -> None:
+    """Native numerics (reduced blocks, quantized matmuls: what a GPU computes) and the same weights
+    expanded to float32 at load (what the CPU runs by default) both meet the variant's target."""
     dtype, mode, bits = VARIANTS[name]
-    pipeline = SpeakerDiarizationPipeline(model_path=converted[name])
+    pipeline = SpeakerDiarizationPipeline(model_path=converted[name], compute=compute)
+    assert pipeline.models.expanded == (compute == "float32")
     out = pipeline.apply(sample_10s, uri="sample10", keep_stages=True)
     ref = reference_run_10s
     der = score(ref.diarization, out.speaker_diarization, uem_for(10.0))["der"]
     frames, _ = segmentation_agreement(out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
     cosine = embedding_min_cosine(pipeline, sample_10s, ref.arrays)
-    print(f"\n{name}: DER {der:.4%}, frames {frames:.4%}, min cosine {cosine:.6f}")
+    print(f"\n{name} ({compute}): DER {der:.4%}, frames {frames:.4%}, min cosine {cosine:.6f}")
     target = targets.precision_target(dtype, mode, bits)
     if target is None:  # reported, never gated
         assert np.isfinite(cosine)

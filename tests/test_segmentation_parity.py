@@ -165,7 +165,8 @@ def test_sanitize_split_lstm_checkpoint(pair: Pair) -> None:
     assert all(np.array_equal(weights[k], pair.weights[k]) for k in weights)
 
 
-def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.ndarray], name: str) -> None:
+def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.ndarray], name: str,
+                        route: str) -> None:
     model = pair.mlx_model()
     capture: dict[str, mx.array] = {}
     scores = model(mx.array(chunks), capture)
@@ -178,7 +179,7 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
     max_abs = float(np.abs(ours - theirs).max())
     agreement = frame_agreement(ours, theirs, pair.config)
     errors = {layer: rel_l2(to_numpy(capture[layer]), reference[layer]) for layer in capture}
-    print(f"\n[{name} float32] {chunks.shape[0]} x {pair.config.duration:g} s: max abs {max_abs:.2e}, "
+    print(f"\n[{name} float32, {route} kernels] {chunks.shape[0]} x {pair.config.duration:g} s: max abs {max_abs:.2e}, "
           f"frame agreement {agreement:.4f}; mlx {mlx_s:.2f} s, pyannote {torch_s:.2f} s")
     for layer, error in errors.items():
         print(f"  {layer:<22} rel L2 {error:.2e}")
@@ -200,7 +201,7 @@ def test_float32_parity(pair: Pair, chunks: np.ndarray, reference: dict[str, np.
 
 
 @pytest.mark.parametrize("value", [0.0, 0.3])
-def test_digital_silence_matches_pyannote(pair: Pair, chunks: np.ndarray, value: float) -> None:
+def test_digital_silence_matches_pyannote(pair: Pair, chunks: np.ndarray, value: float, route: str) -> None:
     """A chunk constant over its whole duration (beside real ones in the batch): pyannote's
     convolutions keep it exactly constant, and so must the decisions here (see SincNet)."""
     batch = np.concatenate([np.full((1, chunks.shape[1]), value, np.float32), chunks[:1]])
@@ -225,14 +226,10 @@ def test_sincnet_sub_batches(pair: Pair, chunks: np.ndarray) -> None:
     assert rel_l2(parts, whole) <= targets.LAYER_REL_L2_F32
 
 
-@pytest.mark.parametrize("backend", ["numpy", "mlx"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_lstm_layer_matches_torch(bidirectional: bool, backend: str, monkeypatch) -> None:
+def test_lstm_layer_matches_torch(bidirectional: bool, route: str) -> None:
     """One (bi)LSTM layer with random weights against torch.nn.LSTM (covers lstm_bidirectional=False),
-    with the recurrence on each backend of mlx_diar.models.kernels."""
-    from mlx_diar.models import kernels
-
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", backend)
+    with the recurrence on each kernel route (NumPy on the CPU's "auto", compiled MLX steps on "mlx")."""
     torch.manual_seed(0)
     reference = torch.nn.LSTM(12, 8, bidirectional=bidirectional, batch_first=True)
     params = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
@@ -266,7 +263,7 @@ def test_half_precision_policy(
 
 @pytest.mark.parametrize("clip, expected", [("test_short.wav", "short_segmentation_data.npy"),
                                             ("test.wav", "pipeline_segmentation_data.npy")])
-def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str, expected: str) -> None:
+def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str, expected: str, route: str) -> None:
     """Hard multilabel segmentation (10 s windows, 1 s step) equals community-1's, frame for frame."""
     pair = load_pair(checkpoints["segmentation"])
     config = pair.config
@@ -282,9 +279,9 @@ def test_speakrs_community1_segmentation(checkpoints: dict[str, Path], clip: str
     assert differ == 0
 
 
-def test_numpy_forward_matches_mlx_layers(pair: Pair, chunks: np.ndarray, monkeypatch) -> None:
+def test_numpy_forward_matches_mlx_layers(pair: Pair, chunks: np.ndarray) -> None:
     """The float32 NumPy forward that `PyanNet` runs on the CPU against its MLX layers (the MLX
-    LSTM step), sub-module by sub-module; and where the NumPy forward does not apply."""
+    route), sub-module by sub-module; and where the NumPy forward does not apply."""
     from mlx_diar.models import kernels
 
     model = pair.mlx_model()
@@ -292,13 +289,12 @@ def test_numpy_forward_matches_mlx_layers(pair: Pair, chunks: np.ndarray, monkey
     assert forward is not None
     ours: dict[str, np.ndarray] = {}
     scores = forward(chunks, ours)
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "mlx")
-    assert model.numpy_forward() is None
-    layers: dict[str, mx.array] = {}
-    expected = to_numpy(model(mx.array(chunks), layers))
+    with kernels.route("mlx"):
+        assert model.numpy_forward() is None
+        layers: dict[str, mx.array] = {}
+        expected = to_numpy(model(mx.array(chunks), layers))
     assert set(ours) == set(layers)
     worst = {name: rel_l2(ours[name], to_numpy(layers[name])) for name in ours}
     assert max(worst.values()) <= targets.LAYER_REL_L2_F32, worst
     assert rel_l2(scores, expected) <= targets.LAYER_REL_L2_F32
-    monkeypatch.setattr(kernels, "RECURRENCE_BACKEND", "numpy")
     assert pair.mlx_model("float16").numpy_forward() is None

@@ -67,9 +67,19 @@ def build_model(role_config: dict[str, Any]) -> nn.Module:
     return arch.model(arch.config_class.from_dict(role_config["config"]))
 
 
-def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], where: Path) -> nn.Module:
+# How a loaded model computes: "native" as the directory stores it (reduced blocks in their dtype,
+# quantized units as quantized matmuls: what a GPU runs); "float32" with every weight expanded to
+# float32 at load (quantized units dequantized, reduced weights cast): on a device without fast
+# reduced or quantized kernels (MLX's CPU backend) a reduced or quantized model then saves size,
+# not compute, and runs as fast as the float32 model, with its rounded weights.
+COMPUTE = ("native", "float32")
+
+
+def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], where: Path,
+              compute: str = "native") -> nn.Module:
     """Build `role`'s model as config.json and the saved keys describe it: quantized units read back
-    from the ``.scales`` keys (and checked against config.json's record), then the precision policy."""
+    from the ``.scales`` keys (and checked against config.json's record), then the precision policy
+    (`compute` "native"), or every weight expanded to float32 (`compute` "float32")."""
     try:
         model = build_model(config[role])
     except (ValueError, TypeError) as e:
@@ -82,12 +92,16 @@ def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], w
     if recorded is not None and recorded != found:
         diff = sorted(p for p in set(recorded) | set(found) if recorded.get(p) != found.get(p))
         raise ModelDirError(f"{where}: {role} quantized weights differ from config.json's record at {diff[:5]}")
-    model, weights = quantize.rebuild(model, found, weights)
+    policy = precision.from_config(config, str(where / "config.json"))
+    if compute == "float32":
+        weights, policy = quantize.expand(model, found, weights), precision.uniform("float32")
+    else:
+        model, weights = quantize.rebuild(model, found, weights)
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         raise ModelDirError(f"{where}: {role} weights do not match its config ({e})") from None
-    precision.apply(model, role, precision.from_config(config, str(where / "config.json")))
+    precision.apply(model, role, policy)
     model.eval()
     mx.eval(model.parameters())
     return model
@@ -260,14 +274,23 @@ class MLXModels:
     segmentation: PyanNet | None = None
     embedding: WeSpeakerResNet34 | None = None
     plda: dict[str, np.ndarray] | None = None
+    compute: str = "native"  # see COMPUTE
 
     @property
     def dtype(self) -> str:
         return self.config["dtype"]
 
+    @property
+    def expanded(self) -> bool:
+        """Whether a reduced or quantized directory was loaded with its weights expanded to float32."""
+        return self.compute == "float32" and (self.dtype != "float32" or bool(self.config.get("quantization")))
 
-def load_model(path: str | Path) -> MLXModels:
-    """Load a directory written by `mlx_diar.convert` (sharded or not); ModelDirError names any problem."""
+
+def load_model(path: str | Path, compute: str = "native") -> MLXModels:
+    """Load a directory written by `mlx_diar.convert` (sharded or not), computing as `compute` says
+    (`COMPUTE`); ModelDirError names any problem."""
+    if compute not in COMPUTE:
+        raise ValueError(f"compute must be one of {COMPUTE}, got {compute!r}")
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.is_file():
@@ -279,13 +302,13 @@ def load_model(path: str | Path) -> MLXModels:
     validate_config(config, config_path)
     plda_path = _member(path, config["plda"].get("file"), config_path, "plda.file") if "plda" in config else None
     weights = load_weights(path)
-    models = MLXModels(path=path, config=config)
+    models = MLXModels(path=path, config=config, compute=compute)
     for role in ("segmentation", "embedding"):
         if role not in config:
             continue
         prefix = f"{role}."
         own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        setattr(models, role, load_role(config, role, own, path))
+        setattr(models, role, load_role(config, role, own, path, compute))
     if plda_path is not None:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import lru_cache
 from typing import Any, Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_diar.models.kernels import lstm_cell, step_recurrence
+from mlx_diar.models.kernels import lstm_recurrence
 from mlx_diar.conversion.precision import block_of
 
 GROUP_SIZES = (32, 64, 128)
@@ -149,14 +148,20 @@ def rebuild(model: nn.Module, found: Mapping[str, dict[str, Any]],
     for layer, specs in layers.items():
         index = int(layer.rsplit(".", 1)[1])
         model.lstm[index] = QuantizedBiLSTMLayer(model.lstm[index], specs)
+    return model, expand(model, {p: s for p, s in found.items() if s["kind"] == "conv"}, weights)
+
+
+def expand(model: nn.Module, found: Mapping[str, dict[str, Any]], weights: Mapping[str, mx.array]) -> dict[str, mx.array]:
+    """`weights` with the units `found` names dequantized into the float parameters of `model`
+    (whose float shapes they take): what a quantized unit computes with, as a plain weight."""
     shapes = dict(tree_flatten(model.parameters()))
-    weights = dict(weights)
+    out = dict(weights)
     for path, spec in found.items():
-        if spec["kind"] == "conv":
-            packed, scales, biases = (weights.pop(f"{path}.{n}") for n in ("weight", "scales", "biases"))
-            flat = mx.dequantize(packed, scales, biases, spec["group_size"], spec["bits"])
-            weights[f"{path}.weight"] = flat.reshape(shapes[f"{path}.weight"].shape)
-    return model, weights
+        key = path if spec["kind"] == "lstm" else f"{path}.weight"
+        packed, scales, biases = (out.pop(f"{path}.{n}") for n in ("weight", "scales", "biases"))
+        flat = mx.dequantize(packed, scales, biases, spec["group_size"], spec["bits"])
+        out[key] = flat.reshape(shapes[key].shape)
+    return out
 
 
 def parameter_share(model: nn.Module, quantized: Mapping[str, dict[str, Any]], role: str) -> tuple[int, int]:
@@ -221,19 +226,16 @@ class QuantizedLSTM(nn.Module):
         return _matmul_t(x, self.Wx) + self.bias
 
 
-@lru_cache(maxsize=None)
-def _step(quantized: bool, group_size: int, bits: int):
-    """Compiled LSTM step for stacked directions: xp (D,B,4H), h and c (D,B,H), Wh packed (D,4H,H*bits/32)."""
-    def step(xp, h, c, *wh):
-        if quantized:
-            return lstm_cell(xp + quantized_matmul_t(h, *wh, group_size, bits), c)
-        return lstm_cell(xp + h @ wh[0].transpose(0, 2, 1), c)
-
-    return mx.compile(step)
-
-
 class QuantizedBiLSTMLayer(nn.Module):
-    """`pyannet.BiLSTMLayer` with quantized weights; ``forward`` and ``backward`` as there."""
+    """`pyannet.BiLSTMLayer` with quantized weights; ``forward`` and ``backward`` as there.
+
+    The input projections (every time step at once) are quantized matmuls. The recurrence runs on
+    the recurrent weights dequantized once per call: a step's product with a 4H x H weight is
+    small, and a quantized matmul per step (what this layer ran before) made each step several
+    times slower on the CPU for the same values; `kernels.lstm_recurrence` then runs it as it runs
+    a float layer's (the NumPy recurrence on the CPU's accelerated route, compiled MLX steps
+    elsewhere).
+    """
 
     def __init__(self, layer: nn.Module, specs: Mapping[str, dict[str, Any]]):
         super().__init__()
@@ -241,32 +243,28 @@ class QuantizedBiLSTMLayer(nn.Module):
         for d in directions:
             setattr(self, d, QuantizedLSTM(layer[d], {k.split(".")[1]: s for k, s in specs.items()
                                                        if k.startswith(d + ".")}))
-        wh = {(d, isinstance(self[d].Wh, QuantizedWeight)) for d in directions}
-        if len({q for _, q in wh}) != 1:
-            raise ValueError("an LSTM layer's directions must quantize Wh alike")
-        spec = next((s for k, s in specs.items() if k.endswith(".Wh")), None)
-        if spec is not None and any(s["bits"] != spec["bits"] or s["group_size"] != spec["group_size"]
-                                    for k, s in specs.items() if k.endswith(".Wh")):
-            raise ValueError("an LSTM layer's directions must quantize Wh with the same bits and group size")
-        self._step = _step(spec is not None, *((spec["group_size"], spec["bits"]) if spec else (0, 0)))
 
-    def _recurrent(self) -> tuple[mx.array, ...]:
-        whs = [self[d].Wh for d in ("forward", "backward") if d in self]
-        if isinstance(whs[0], QuantizedWeight):
-            return tuple(mx.stack([getattr(w, n) for w in whs]) for n in ("weight", "scales", "biases"))
-        return (mx.stack(whs),)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        """(B,T,D) -> (B,T,2H), or (B,T,H) when not bidirectional."""
-        xp = [self.forward.input_projection(x)]
-        if "backward" in self:
-            xp.append(self.backward.input_projection(x[:, ::-1]))
-        xp = mx.stack(xp).transpose(2, 0, 1, 3)  # (T,D,B,4H)
-        hidden = step_recurrence(xp, self._step, *self._recurrent()).transpose(1, 2, 0, 3)  # (D,B,T,H)
-        if "backward" not in self:
-            return hidden[0]
-        return mx.concatenate([hidden[0], hidden[1][:, ::-1]], axis=-1)
+    def _recurrent(self) -> mx.array:
+        """(D,H,4H): each direction's Wh^T, dequantized where it is quantized."""
+        whs = []
+        for d in ("forward", "backward"):
+            if d in self:
+                wh = self[d].Wh
+                if isinstance(wh, QuantizedWeight):
+                    wh = mx.dequantize(wh.weight, wh.scales, wh.biases, wh.group_size, wh.bits)
+                whs.append(wh.T)
+        return mx.stack(whs)
 
     def time_major(self, x: mx.array) -> mx.array:
-        """Time-major (T,B,D) -> (T,B,2H), the call `pyannet.BiLSTMLayer` also offers."""
-        return self(x.transpose(1, 0, 2)).transpose(1, 0, 2)
+        """Time-major (T,B,D) -> (T,B,2H), or (T,B,H) when not bidirectional, as `pyannet.BiLSTMLayer`."""
+        xp = [self.forward.input_projection(x)]
+        if "backward" in self:
+            xp.append(self.backward.input_projection(x[::-1]))
+        hidden = lstm_recurrence(mx.stack(xp, axis=1), self._recurrent().astype(xp[0].dtype))  # (T,D,B,H)
+        if "backward" not in self:
+            return hidden[:, 0]
+        return mx.concatenate([hidden[:, 0], hidden[::-1, 1]], axis=-1)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """Batch-first (B,T,D) -> (B,T,2H)."""
+        return self.time_major(x.transpose(1, 0, 2)).transpose(1, 0, 2)

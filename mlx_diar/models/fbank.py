@@ -18,6 +18,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlx_diar.models.kernels import constant
 from mlx_diar.runtime.audio import SAMPLE_RATE
 
 EPSILON = float(np.finfo(np.float32).eps)  # torch.finfo(torch.float).eps
@@ -146,16 +147,16 @@ def kaldi_fbank(waveforms: mx.array, **options: Any) -> mx.array:
         o.sample_rate, o.frame_length, o.frame_shift, o.round_to_power_of_two
     )
     x = waveforms.astype(mx.float32)
-    idx = frame_indices(x.shape[-1], window_size, window_shift, o.snip_edges)
-    frames = x[:, mx.array(idx)]  # (batch, frames, window_size)
+    idx = constant(frame_indices, x.shape[-1], window_size, window_shift, o.snip_edges)
+    frames = x[:, idx]  # (batch, frames, window_size)
 
     frames = frames - mx.mean(frames, axis=-1, keepdims=True)  # remove DC offset
     previous = mx.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)  # replicate pad
     frames = frames - PREEMPHASIS_COEFFICIENT * previous
-    frames = frames * mx.array(feature_window(o.window_type, window_size))
+    frames = frames * constant(feature_window, o.window_type, window_size)
 
     spectrum = mx.square(mx.abs(mx.fft.rfft(frames, n=padded, axis=-1)))
-    mel = mx.array(mel_banks(o.num_mel_bins, padded, float(o.sample_rate)))
+    mel = constant(mel_banks, o.num_mel_bins, padded, float(o.sample_rate))
     energies = mx.matmul(spectrum, mel.T)
     return mx.log(mx.maximum(energies, EPSILON))
 
@@ -167,9 +168,13 @@ def _centering_average(features: mx.array, kernel_size: int) -> mx.array:
     padded = mx.pad(features, [(0, 0), (half, half), (0, 0)])
     ones = mx.ones((num_bins, 2 * half + 1, 1), dtype=features.dtype)
     sums = mx.conv1d(padded, ones, groups=num_bins)  # depthwise window sums
+    return sums / constant(_window_counts, num_frames_, half)[None, :, None]
+
+
+def _window_counts(num_frames_: int, half: int) -> np.ndarray:
+    """Frames inside each frame's window of +-`half` frames (the edges see fewer)."""
     t = np.arange(num_frames_)
-    counts = np.minimum(t + half, num_frames_ - 1) - np.maximum(t - half, 0) + 1
-    return sums / mx.array(counts.astype(np.float32))[None, :, None]
+    return (np.minimum(t + half, num_frames_ - 1) - np.maximum(t - half, 0) + 1).astype(np.float32)
 
 
 def compute_fbank(waveforms: mx.array, *, fbank_centering_span: float | None = None, **options: Any) -> mx.array:

@@ -4,7 +4,7 @@ SincNet > (Bi)LSTM > feed-forward > classifier > activation (log-softmax for
 powerset / mono-label, sigmoid for multi-label). MLX has no bidirectional or
 multi-layer LSTM: each layer here holds a forward and a time-reversed LSTM whose
 outputs are concatenated; both directions run in one recurrent loop
-(`kernels.lstm_recurrence`, or `numpy_kernels.bilstm` on the CPU in float32).
+(`kernels.lstm_recurrence`, or `numpy_kernels.bilstm` on the CPU's accelerated route).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pyannote.core import SlidingWindow
 
 from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.cpu import numpy_kernels
-from mlx_diar.models.kernels import lstm_recurrence, recurrence_backend
+from mlx_diar.models.kernels import accelerated, lstm_recurrence
 from mlx_diar.cpu.pyannet_numpy import NumpyPyanNet
 from mlx_diar.models.sincnet import SincNet, sinc_filters
 from mlx_diar.conversion.precision import compute_dtypes
@@ -173,7 +173,7 @@ class BiLSTMLayer(nn.Module):
         """(T,B,D) -> (T,B,2H), or (T,B,H) when not bidirectional; both directions in one recurrence."""
         if "backward" not in self:
             return self.forward(x)
-        if recurrence_backend(x.dtype) == "numpy":
+        if accelerated(x.dtype):
             weights = (np.stack([np.array(getattr(d, name)) for d in (self.forward, self.backward)])
                        for name in ("Wx", "Wh", "bias"))
             return mx.array(numpy_kernels.bilstm(np.array(x), *weights))
@@ -241,9 +241,9 @@ class PyanNet(nn.Module):
 
     def numpy_forward(self) -> NumpyPyanNet | None:
         """This model's float32 NumPy forward (a snapshot of its weights) where it runs instead of
-        the MLX layers: on the CPU, with every block and parameter in float32 (no quantized unit)
-        and the NumPy recurrence enabled (`kernels.RECURRENCE_BACKEND`); None elsewhere."""
-        if recurrence_backend(mx.float32) != "numpy" or any(d != mx.float32 for d in self.compute.values()):
+        the MLX layers: on the accelerated kernel route (`kernels.accelerated`: "auto", the CPU)
+        with every block and parameter in float32 (no quantized unit); None elsewhere."""
+        if not accelerated(mx.float32) or any(d != mx.float32 for d in self.compute.values()):
             return None
         params = tree_flatten(self.parameters())
         if any(value.dtype != mx.float32 for _, value in params):

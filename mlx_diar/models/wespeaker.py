@@ -29,7 +29,7 @@ from mlx.utils import tree_flatten
 
 from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.models.fbank import FBANK_OPTIONS, compute_fbank, num_frames, window_properties
-from mlx_diar.models.kernels import conv2d
+from mlx_diar.models.kernels import constant, conv2d
 from mlx_diar.conversion.precision import compute_dtypes
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm default, as used by the ResNet
@@ -182,7 +182,7 @@ def stats_pool(sequences: mx.array, weights: mx.array | None = None, dtype: mx.D
     w = weights[:, None, :] if squeeze else weights  # (batch, speakers, num_weights)
     num_frames = sequences.shape[1]
     if w.shape[-1] != num_frames:
-        w = w[..., mx.array(nearest_indices(w.shape[-1], num_frames))]
+        w = w[..., constant(nearest_indices, w.shape[-1], num_frames)]
     w = w.astype(dtype)
 
     v1 = mx.sum(w, axis=-1, keepdims=True) + 1e-8  # (batch, speakers, 1)

@@ -467,21 +467,24 @@ class DiarizeTask(RecordingTask):
 
     def __init__(self, model: str | Path, device: str = "cpu", params: dict | None = None,
                  hyper_parameters: dict | None = None, exclusive: bool = False,
-                 speakers: dict[str, int | None] | None = None) -> None:
+                 speakers: dict[str, int | None] | None = None, kernels: str = "auto",
+                 compute: str = "auto") -> None:
         self.model, self.device = Path(model), device
         self.params, self.hyper_parameters = params or {}, hyper_parameters or {}
         self.exclusive, self.speakers = exclusive, speakers or {}
+        self.kernels, self.compute = kernels, compute
         files = [p for p in self.model.glob("*") if p.suffix in (".json", ".safetensors")]
         self.fingerprint = fingerprint({"task": "diarize", "device": device, "params": self.params,
                                         "hyper_parameters": self.hyper_parameters, "exclusive": exclusive,
-                                        "speakers": self.speakers}, files)
+                                        "speakers": self.speakers, "kernels": kernels, "compute": compute}, files)
         self.pipeline = None
 
     def setup(self, threads: int | None) -> None:
         from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
         self.pipeline = SpeakerDiarizationPipeline(model_path=self.model, device=self.device, params=self.params,
-                                                   hyper_parameters=self.hyper_parameters)
+                                                   hyper_parameters=self.hyper_parameters, kernels=self.kernels,
+                                                   compute=self.compute)
 
     def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
         from mlx_diar.runtime.audio import closing_audio, open_audio, rttm_uri

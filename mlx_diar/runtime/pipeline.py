@@ -10,6 +10,7 @@ No torch or pyannote.audio is imported.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -18,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -32,7 +33,9 @@ from mlx_diar.clustering import CLUSTERING, PLDA, BaseClustering, VBxClustering
 from mlx_diar.errors import ModelDirError, OptionError
 from mlx_diar.runtime.inference import aggregate, chunk_batches, trim
 from mlx_diar.cpu.lanes import SegmentationLanes
+from mlx_diar.conversion.model_io import COMPUTE as COMPUTE_MODES
 from mlx_diar.conversion.model_io import MLXModels, load_model
+from mlx_diar.models import kernels
 from mlx_diar.models.powerset import Powerset
 from mlx_diar.runtime.parameters import Parameters
 from mlx_diar.runtime.signal import binarize, to_annotation
@@ -40,10 +43,12 @@ from mlx_diar.runtime.sparse import SparsePlan
 
 # the keys of `DiarizeOutput.timings` (the reference runner times the same stages)
 STAGES = ("segmentation", "speaker_counting", "embeddings", "clustering", "reconstruction", "total")
-# 10 s chunks per embedding-trunk batch, by device. CPU (2-core x86, OpenBLAS), seconds per chunk:
-# 1 chunk 0.89, 2 chunks 0.96, 4 chunks 1.29 (bigger batches only add memory traffic); other
-# devices keep the earlier 4 (unmeasured there).
-TRUNK_CHUNKS = {"cpu": 1, "gpu": 4}
+# 10 s chunks per embedding-trunk batch on the CPU's accelerated route (one batch per lane). 2-core
+# x86, OpenBLAS, seconds per chunk: 1 chunk 0.89, 2 chunks 0.96, 4 chunks 1.29 (bigger batches
+# only add memory traffic). The MLX route (any device) takes what `embedding_batch_size` allows,
+# at most MLX_TRUNK_CHUNKS: each batch is one graph, synchronised with the host once.
+TRUNK_CHUNKS = 1
+MLX_TRUNK_CHUNKS = 8
 # 10 s chunks per segmentation forward (per lane on the CPU: `segmentation_lanes`), by device,
 # whatever `segmentation_batch_size` asks (the LSTM stack holds ~3 MB per chunk), and per SincNet
 # forward within it: with MLX's convolution SincNet's first layer makes 80 channels at the sample
@@ -58,6 +63,8 @@ SINCNET_CHUNKS = {"cpu": 8, "gpu": 32}
 # kept a 2-core x86 CPU half idle: 0.77-1.04 s per chunk, two lanes 0.52-0.70 s (same outputs).
 # At most MAX_LANES (unmeasured above 2 cores), never more than the cores this process may use.
 MAX_LANES = 4
+KERNELS = kernels.ROUTES
+COMPUTE = ("auto", *COMPUTE_MODES)
 # "sparse" (fast, not exact): the trunk on every other active chunk, the rest from their
 # neighbours (`mlx_diar.runtime.sparse`); "shared" (faster, less exact): trunk once per block of chunks
 EMBEDDING_MODES = ("exact", "sparse", "shared")
@@ -84,10 +91,10 @@ def cpu_lanes() -> int:
 
 
 def lane_streams(device: mx.Device) -> tuple[mx.Stream, ...]:
-    """The streams the exact embedding stage spreads its trunk batches over: on the CPU one per
-    lane (`cpu_lanes`); the device's default stream elsewhere."""
+    """The streams the exact embedding stage spreads its trunk batches over: on the CPU's
+    accelerated route one per lane (`cpu_lanes`); the device's default stream elsewhere."""
     lanes = cpu_lanes()
-    if device == mx.cpu and lanes > 1:
+    if device == mx.cpu and kernels.current_route() == "auto" and lanes > 1:
         return _cpu_streams(lanes)
     return (mx.default_stream(device),)
 
@@ -207,16 +214,29 @@ class SpeakerDiarizationPipeline:
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  models: MLXModels | None = None, params: Mapping[str, Any] | None = None,
-                 hyper_parameters: Mapping[str, Any] | None = None) -> None:
+                 hyper_parameters: Mapping[str, Any] | None = None, kernels: str = "auto",
+                 compute: str = "auto") -> None:
+        """`kernels`: "auto" (the CPU accelerations where they apply) or "mlx" (the MLX layers only,
+        as on a GPU; `mlx_diar.models.kernels`). `compute`: how a reduced or quantized `model_path`
+        computes (`mlx_diar.conversion.model_io.COMPUTE`): "native" as stored, "float32" with its
+        weights expanded at load, "auto" float32 on the CPU (no fast reduced kernels there) and
+        native elsewhere. Given `models`, they compute as they were loaded."""
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        if kernels not in KERNELS:
+            raise OptionError(f"kernels = {kernels!r} must be one of {', '.join(KERNELS)}")
+        if compute not in COMPUTE:
+            raise OptionError(f"compute = {compute!r} must be one of {', '.join(COMPUTE)}")
         self.device = mx.gpu if device == "gpu" else mx.cpu
         if device == "gpu" and not mx.is_available(mx.gpu):
             raise RuntimeError("device='gpu' requested but MLX has no GPU backend here; use device='cpu'")
+        self.kernels = kernels
         if models is None:
             if model_path is None:
                 raise ValueError("give model_path (a converted 'full' model directory) or models")
-            models = load_model(model_path)
+            if compute == "auto":
+                compute = "float32" if self.device == mx.cpu else "native"
+            models = load_model(model_path, compute=compute)
         if models.segmentation is None or models.embedding is None or models.plda is None:
             raise ValueError(f"{models.path}: a 'full' model (segmentation, embedding and PLDA) is needed")
         self.models = models
@@ -281,6 +301,12 @@ class SpeakerDiarizationPipeline:
         return {**self.options.as_dict(), "params": self.hyper_parameters}
 
     # ------------------------------------------------------------------ stages
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The models' device as default stream, and this pipeline's kernel route."""
+        with mx.stream(self.device), kernels.route(self.kernels):
+            yield
+
     def segmentation_scores(self, waveform: Waveform) -> SlidingWindowFeature:
         """Raw model outputs per 10 s chunk (`Inference.slide` with skip_aggregation, before conversion).
 
@@ -294,7 +320,7 @@ class SpeakerDiarizationPipeline:
         lanes = self.segmentation_lanes
         sincnet_batch = SINCNET_CHUNKS[self.device.name]
         outputs = []
-        with mx.stream(self.device):
+        with self.running():
             for batch in chunk_batches(waveform, round(duration * SAMPLE_RATE), round(step * SAMPLE_RATE),
                                        batch_size * (lanes.lanes if lanes else 1)):
                 if lanes is not None:
@@ -312,7 +338,7 @@ class SpeakerDiarizationPipeline:
         process per further lane (`cpu_lanes`), started at the first use; None elsewhere."""
         if self.device != mx.cpu:
             return None
-        with mx.stream(self.device):
+        with self.running():
             forward = self.models.segmentation.numpy_forward()
         return None if forward is None else SegmentationLanes(forward, cpu_lanes())
 
@@ -387,7 +413,7 @@ class SpeakerDiarizationPipeline:
         """(num_speakers, dim) embedding of all-zero pooling weights: the model's output for a speaker
         who is silent in a chunk (zero statistics through the embedding layers, whatever the audio)."""
         model = self.models.embedding
-        with mx.stream(self.device):
+        with self.running():
             frames = model.forward_frames(mx.zeros((1, model.min_num_samples)))  # any finite frames
             return np.array(model.forward_embedding(frames, mx.zeros((1, num_speakers, 1))))[0]
 
@@ -484,26 +510,29 @@ class SpeakerDiarizationPipeline:
         batches spread over the device's lanes (`lane_streams`)."""
         model = self.models.embedding
         # pyannote batches (chunk, speaker) pairs; here a batch holds that many pairs' chunks, at
-        # most TRUNK_CHUNKS of this device: the trunk's transient memory grows with the chunks in a batch
+        # most TRUNK_CHUNKS per lane on the CPU's accelerated route, MLX_TRUNK_CHUNKS elsewhere:
+        # the trunk's transient memory grows with the chunks in a batch
         pairs = int(self.params["embedding_batch_size"]) // max(1, masks.shape[1])
-        chunks_per_batch = max(1, min(pairs, TRUNK_CHUNKS[self.device.name]))
-        # no more lanes than batches: a one-chunk file keeps its BLAS on every core
-        lanes = lane_streams(self.device)[: max(1, math.ceil(len(indices) / chunks_per_batch))]
-        with blas_threads(1 if len(lanes) > 1 else None):
-            for start in range(0, len(indices), chunks_per_batch * len(lanes)):
-                stop = min(start + chunks_per_batch * len(lanes), len(indices))
-                batches = [indices[k:k + chunks_per_batch] for k in range(start, stop, chunks_per_batch)]
-                outputs = []
-                for lane, batch in zip(lanes, batches):
-                    audio = self.chunk_waveforms(waveform, chunks, batch)
-                    with mx.stream(lane):
-                        frames = model.forward_frames(mx.array(audio))
-                        outputs.append(model.forward_embedding(frames, mx.array(masks[batch])))
-                mx.eval(outputs)
-                for batch, output in zip(batches, outputs):
-                    out[batch] = np.array(output)
-                if progress is not None:
-                    progress(stop, len(indices))
+        with self.running():
+            limit = TRUNK_CHUNKS if kernels.accelerated() else MLX_TRUNK_CHUNKS
+            chunks_per_batch = max(1, min(pairs, limit))
+            # no more lanes than batches: a one-chunk file keeps its BLAS on every core
+            lanes = lane_streams(self.device)[: max(1, math.ceil(len(indices) / chunks_per_batch))]
+            with blas_threads(1 if len(lanes) > 1 else None):
+                for start in range(0, len(indices), chunks_per_batch * len(lanes)):
+                    stop = min(start + chunks_per_batch * len(lanes), len(indices))
+                    batches = [indices[k:k + chunks_per_batch] for k in range(start, stop, chunks_per_batch)]
+                    outputs = []
+                    for lane, batch in zip(lanes, batches):
+                        audio = self.chunk_waveforms(waveform, chunks, batch)
+                        with mx.stream(lane):
+                            frames = model.forward_frames(mx.array(audio))
+                            outputs.append(model.forward_embedding(frames, mx.array(masks[batch])))
+                    mx.eval(outputs)
+                    for batch, output in zip(batches, outputs):
+                        out[batch] = np.array(output)
+                    if progress is not None:
+                        progress(stop, len(indices))
 
     def shared_embeddings(self, waveform: Waveform, chunks: SlidingWindow, masks: np.ndarray,
                           active: np.ndarray, out: np.ndarray,
@@ -524,7 +553,7 @@ class SpeakerDiarizationPipeline:
         context = round(margin * SAMPLE_RATE) // hop * hop
         num_samples = waveform.shape[0]
         done = 0
-        with mx.stream(self.device):
+        with self.running():
             for first in range(0, int(active[-1]) + 1 if len(active) else 0, block_chunks):
                 batch = active[(active >= first) & (active < first + block_chunks)]
                 if not len(batch):

@@ -37,9 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     module = sys.modules.get("tests.test_benchmarks")
-    rows = getattr(module, "RATIOS", None)
-    if config.getoption("--benchmark") and rows:
+    if not config.getoption("--benchmark") or module is None:
+        return
+    if module.RATIOS:
         terminalreporter.write_sep("-", "MLX vs pyannote, same run (speed ratio = pyannote s / MLX s)")
-        terminalreporter.write_line(module.ratio_table(rows))
-        if config.option.benchmark_json:
-            terminalreporter.write_line(f"pytest-benchmark JSON: {config.option.benchmark_json}")
+        terminalreporter.write_line(module.ratio_table(module.RATIOS))
+    if module.VARIANT_ROWS:
+        terminalreporter.write_sep("-", f"variants x kernel routes, medians of {module.VARIANT_ROUNDS} interleaved "
+                                        "runs (ratio = pyannote s / MLX s; vs f32 = float32 exact s / variant s)")
+        terminalreporter.write_line(module.variant_table(module.VARIANT_ROWS))
+    if (module.RATIOS or module.VARIANT_ROWS) and config.option.benchmark_json:
+        terminalreporter.write_line(f"pytest-benchmark JSON: {config.option.benchmark_json}")

@@ -115,3 +115,78 @@ def ratio_table(rows: list[dict]) -> str:
         lines.append(f"{r['clip']:<12} {r['variant']:<16} {r['stage']:<13} {r['pyannote_s']:>10.2f} "
                      f"{r['mlx_s']:>8.2f} {r['speed_ratio']:>5.2f}x {r['der']:>7.2%}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- variants x kernel routes
+VARIANT_ROWS: list[dict] = []  # printed by conftest.pytest_terminal_summary
+# name -> (dtype, quantize bits, embedding mode); each loads as users get it (compute="auto": on the
+# CPU a reduced or quantized model computes in float32 with its rounded weights)
+BENCH_VARIANTS = {"float32 exact": ("float32", None, "exact"), "float32 sparse": ("float32", None, "sparse"),
+                  "float16 policy": ("float16", None, "exact"), "bfloat16 policy": ("bfloat16", None, "exact"),
+                  "8-bit g64": ("float32", 8, "exact")}
+VARIANT_CLIPS = ("sample", "speakrs test.wav")
+VARIANT_ROUNDS = 3
+
+
+@pytest.mark.parametrize("clip", VARIANT_CLIPS)
+def test_variant_speed_on_both_routes(benchmark, clip, sample, reference_pipeline, fixture_root) -> None:
+    """Every variant on both kernel routes against pyannote on one clip: VARIANT_ROUNDS interleaved rounds
+    (pyannote once, then every variant and route once), medians and spread of each side's stages."""
+    import soundfile as sf
+
+    from harness.compare import Variant, converted_model, source_fingerprint
+    from harness.metrics import score, uem_for
+    from mlx_diar.models.kernels import ROUTES
+    from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
+    from reference.runner import run_reference
+
+    waveform = sample[0] if clip == "sample" else sf.read("tests/data/speakrs/test.wav", dtype="float32")[0]
+    fingerprint = source_fingerprint(fixture_root)
+    pipelines = {}
+    for name, (dtype, bits, mode) in BENCH_VARIANTS.items():
+        path = converted_model(fixture_root, fingerprint, Variant(dtype, bits, embedding_mode=mode))
+        for route in ROUTES:
+            pipelines[name, route] = SpeakerDiarizationPipeline(model_path=path, kernels=route,
+                                                                params={"embedding_mode": mode})
+            pipelines[name, route].apply(waveform[: 10 * SAMPLE_RATE])  # warm-up: helpers, compiled steps
+
+    runs: dict = {key: [] for key in [("pyannote", ""), *pipelines]}
+    outputs = {}
+
+    def interleaved() -> None:
+        for _ in range(VARIANT_ROUNDS):
+            reference = run_reference(reference_pipeline, waveform, uri=clip, record_layers=False)
+            runs["pyannote", ""].append(reference.meta["timings"])
+            outputs["pyannote"] = reference.diarization
+            for key, pipeline in pipelines.items():
+                out = pipeline.apply(waveform, uri=clip)
+                runs[key].append(out.timings)
+                outputs[key] = out.speaker_diarization
+
+    benchmark.pedantic(interleaved, rounds=1, warmup_rounds=0)
+    uem = uem_for(len(waveform) / SAMPLE_RATE)
+    theirs = {stage: float(np.median([r[stage] for r in runs["pyannote", ""]])) for stage in STAGES}
+    for (name, route), timings in runs.items():
+        if name == "pyannote":
+            continue
+        totals = [r["total"] for r in timings]
+        mine = {stage: float(np.median([r.get(stage, np.nan) for r in timings])) for stage in STAGES}
+        VARIANT_ROWS.append({"clip": clip, "variant": name, "kernels": route, "pyannote_s": theirs["total"],
+                             "mlx_s": mine["total"], "spread": (min(totals), max(totals)),
+                             "ratio": theirs["total"] / mine["total"],
+                             "vs_float32": float(np.median([r["total"] for r in runs["float32 exact", route]]))
+                             / mine["total"],
+                             "segmentation_ratio": theirs["segmentation"] / mine["segmentation"],
+                             "der": score(outputs["pyannote"], outputs[name, route], uem)["der"]})
+    benchmark.extra_info.update(rows=[r for r in VARIANT_ROWS if r["clip"] == clip])
+
+
+def variant_table(rows: list[dict]) -> str:
+    """Plain-text table of VARIANT_ROWS: medians of VARIANT_ROUNDS runs, speed ratios (> 1: faster)."""
+    lines = [f"{'clip':<17} {'variant':<16} {'kernels':<7} {'pyannote s':>10} {'MLX s':>7} {'(min-max)':>13} "
+             f"{'ratio':>6} {'vs f32':>6} {'seg ratio':>9} {'DER':>7}"]
+    for r in rows:
+        lines.append(f"{r['clip']:<17} {r['variant']:<16} {r['kernels']:<7} {r['pyannote_s']:>10.2f} "
+                     f"{r['mlx_s']:>7.2f} {r['spread'][0]:>6.2f}-{r['spread'][1]:<6.2f} {r['ratio']:>5.2f}x "
+                     f"{r['vs_float32']:>5.2f}x {r['segmentation_ratio']:>8.2f}x {r['der']:>7.2%}")
+    return "\n".join(lines)

@@ -30,11 +30,11 @@ def test_both_real_segmentation_checkpoints_read_safely(fixture_root: Path) -> N
     assert emb.klass == "WeSpeakerResNet34"
 
 
-def test_reading_needs_neither_pyannote_nor_lightning(fixture_root: Path) -> None:
+def test_reading_needs_neither_torch_nor_pyannote_nor_lightning(fixture_root: Path) -> None:
     code = (
         "import sys; from mlx_diar.conversion.checkpoint import read_checkpoint;"
         f"read_checkpoint({str(fixture_root / 'whisperx/pytorch_model.bin')!r});"
-        "print(sorted(m for m in ('pyannote.audio', 'lightning', 'omegaconf') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'pyannote.audio', 'lightning', 'omegaconf') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -23,12 +23,12 @@ import numpy as np
 
 from mlx_diar.conversion import precision
 from mlx_diar.conversion import quantize as quantize_module
-from mlx_diar.conversion.checkpoint import read_checkpoint
+from mlx_diar.conversion.checkpoint import read_checkpoint, sha256sum
 from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
 from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
 from mlx_diar.conversion.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
 from mlx_diar.provenance import package_versions
-from mlx_diar.conversion.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
+from mlx_diar.conversion.sources import PLDA_FILES, PipelineSource, resolve_checkpoint, resolve_pipeline
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
 QUANT_BITS = quantize_module.BITS
@@ -105,22 +105,30 @@ class Sources:
     plda: dict[str, np.ndarray] | None = None
     plda_source: Path | None = None
     pipeline: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None  # a pipeline's origin, revision, fingerprint and license (config.json "source")
 
 
-def read_sources(pytorch_path: str | Path, model_type: str, token: str | None = None,
-                 pipeline_config: str | None = None) -> Sources:
-    """Stage 1, read: resolve the checkpoint(s) of `model_type` (and the PLDA and pipeline parameters)."""
-    source = Path(pytorch_path).expanduser()
-    single_file = source.is_file() or (source.is_dir() and not (source / "config.yaml").exists())
-    if single_file:
-        if model_type == "full":
-            raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
-        checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
-        return Sources({model_type: checkpoint}, [source, checkpoint])
-    resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
+def read_sources(pytorch_path: str | Path | PipelineSource, model_type: str, token: str | None = None,
+                 pipeline_config: str | None = None, revision: str | None = None) -> Sources:
+    """Stage 1, read: resolve the checkpoint(s) of `model_type` (and the PLDA and pipeline parameters).
+
+    `pytorch_path` may be a pipeline already resolved (`mlx_diar.conversion.sources.resolve_pipeline`)."""
+    if isinstance(pytorch_path, PipelineSource):
+        resolved = pytorch_path
+    else:
+        source = Path(pytorch_path).expanduser()
+        if source.is_file() or (source.is_dir() and not (source / "config.yaml").exists()):
+            if model_type == "full":
+                raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), "
+                                      "not one checkpoint")
+            checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
+            return Sources({model_type: checkpoint}, [source, checkpoint])
+        resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config, revision=revision)
     files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
     sources = Sources({k: Path(v) for k, v in files.items() if model_type in (k, "full")},
-                      [resolved.root, resolved.config_path])
+                      [resolved.root, resolved.config_path],
+                      record={"origin": resolved.origin, "revision": resolved.revision,
+                              "fingerprint": resolved.fingerprint(), "license": resolved.license()})
     if model_type == "full":
         if resolved.embedding is None or resolved.plda is None:
             raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
@@ -146,7 +154,7 @@ def quantize_weights(entry: dict[str, Any], role: str, arrays: dict[str, mx.arra
 
 
 def convert_pyannote_model(
-    pytorch_path: str | Path,
+    pytorch_path: str | Path | PipelineSource,
     mlx_path: str | Path,
     model_type: str = "full",
     dtype: str = "float32",
@@ -158,8 +166,13 @@ def convert_pyannote_model(
     q_group_size: int = 64,
     precision_mode: str = "default",
     force: bool = False,
+    revision: str | None = None,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
+
+    `pytorch_path`: a Hugging Face id (at `revision`), a pipeline directory, one checkpoint, or a
+    pipeline already resolved. A pipeline's origin, revision, fingerprint (sha256 over the files
+    read) and license (its model card's) are recorded in config.json's "source".
 
     Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `float32_arrays` ->
     `quantize_weights` -> cast (precision policy: `dtype` with `precision_mode` "default" or
@@ -184,10 +197,13 @@ def convert_pyannote_model(
         raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     policy = precision.policy(dtype, precision_mode)
     mlx_path = Path(mlx_path)
-    sources = read_sources(pytorch_path, model_type, token, pipeline_config)
+    sources = read_sources(pytorch_path, model_type, token, pipeline_config, revision)
+    origin = sources.record["origin"] if sources.record else str(pytorch_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
                               "precision": precision.to_config(policy, _precision_name(dtype, precision_mode)),
-                              "quantization": None, "versions": package_versions(), "origin": str(pytorch_path)}
+                              "quantization": None, "versions": package_versions(), "origin": origin}
+    if sources.record is not None:
+        config["source"] = sources.record
     _check_output(mlx_path, sources.inputs, force)
     if sources.pipeline is not None:
         config["pipeline"] = sources.pipeline
@@ -218,7 +234,8 @@ def convert_pyannote_model(
 
             with atomic_path(work / PLDA_FILE) as tmp:
                 save_file(plda, str(tmp))
-            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source)}
+            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source),
+                              "sha256": {name: sha256sum(sources.plda_source / name) for name in PLDA_FILES}}
         atomic_write(work / "config.json", json.dumps(config, indent=2))
     return mlx_path
 

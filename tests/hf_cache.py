@@ -1,4 +1,5 @@
-"""A Hugging Face hub cache laid out as `snapshot_download` leaves it, for tests that never reach the Hub.
+"""Sources for tests that never reach the Hub: a Hugging Face hub cache laid out as `snapshot_download` leaves
+it, and a pipeline directory with a model card.
 
 `models--ORG--NAME/blobs/<sha256>` holds each file once, `snapshots/<commit>/<path>` links to it
 (relative symlinks, as the hub client makes them) and `refs/<branch>` names the commit.
@@ -12,6 +13,16 @@ import shutil
 from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CARD = "---\nlicense: cc-by-4.0\ntags:\n- pyannote\n---\n# a pipeline\n"
+
+
+def pipeline_with_card(fixture_root: Path, folder: Path) -> Path:
+    """The fixture pipeline's config.yaml, models and PLDA copied into `folder`, with a model card (CARD)."""
+    folder.mkdir(parents=True)
+    for name in ("config.yaml", "segmentation", "embedding", "plda"):
+        (shutil.copytree if (fixture_root / name).is_dir() else shutil.copyfile)(fixture_root / name, folder / name)
+    (folder / "README.md").write_text(CARD)
+    return folder
 
 
 def fake_snapshot(cache: Path, repo_id: str, files: Path, commit: str = COMMIT, ref: str | None = "main",

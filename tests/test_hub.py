@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,20 +16,11 @@ from mlx_diar.conversion import convert, hub
 from mlx_diar.conversion.hub import resolve_model
 from mlx_diar.errors import CheckpointError, OptionError, UnsafeSourceError
 from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
-from tests.hf_cache import COMMIT, fake_snapshot
-
-CARD = "---\nlicense: cc-by-4.0\ntags:\n- pyannote\n---\n# a pipeline\n"
-
+from tests.hf_cache import COMMIT, fake_snapshot, pipeline_with_card
 
 @pytest.fixture
 def pipeline_dir(fixture_root: Path, tmp_path: Path) -> Path:
-    """The fixture pipeline's files (hard links) with a model card declaring a license."""
-    root = tmp_path / "pipeline"
-    root.mkdir()
-    for name in ("config.yaml", "segmentation", "embedding", "plda"):
-        (shutil.copytree if (fixture_root / name).is_dir() else shutil.copyfile)(fixture_root / name, root / name)
-    (root / "README.md").write_text(CARD)
-    return root
+    return pipeline_with_card(fixture_root, tmp_path / "pipeline")
 
 
 def _no_conversion(monkeypatch) -> None:

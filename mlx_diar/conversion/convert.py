@@ -3,9 +3,10 @@
     python -m mlx_diar.convert --pytorch-path P --mlx-path M --model-type full --dtype float16
 
 P is a Hugging Face id, a local pipeline directory laid out like community-1, or one
-checkpoint file. torch is imported lazily and only to read checkpoints (safely; see
-`mlx_diar.conversion.checkpoint`). Output (see `mlx_diar.conversion.model_io`): `config.json`,
-`model.safetensors` (or shards + index) and, for `full`, `plda.safetensors`.
+checkpoint file. Checkpoints are read without torch (`mlx_diar.conversion.checkpoint`). Output
+(see `mlx_diar.conversion.model_io`): `config.json`, `model.safetensors` (or shards + index) and,
+for `full`, `plda.safetensors`; with `--parity-report` a model card (README.md), and with
+`--upload-repo ORG/NAME` the upload to the Hugging Face Hub (`mlx_diar.conversion.publish`).
 """
 
 from __future__ import annotations
@@ -255,16 +256,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the embedding convolutions")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
     parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hugging Face --pytorch-path")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN / login)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing mlx-diar model directory at --mlx-path (nothing else)")
+    parser.add_argument("--parity-report", type=Path, default=None, metavar="DIR",
+                        help="a `python -m harness compare` report of this source and variant: its tables go into "
+                             "the model card, README.md of --mlx-path")
+    parser.add_argument("--upload-repo", default=None, metavar="ORG/NAME",
+                        help="upload the conversion and its card (needs --parity-report) to this Hugging Face repository")
+    parser.add_argument("--private", action="store_true", help="create the --upload-repo repository private")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    from mlx_diar.conversion import publish
+
     try:
+        if args.upload_repo is not None and args.parity_report is None:
+            raise OptionError("--upload-repo needs --parity-report: a published conversion carries its parity table")
+        if args.parity_report is not None:
+            if args.model_type != "full":
+                raise OptionError("--parity-report/--upload-repo: only a full pipeline conversion is published")
+            publish.read_parity_report(args.parity_report)  # before any work
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
                                      pipeline_config=args.pipeline_config, quantize=args.quantize,
-                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force)
+                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force,
+                                     revision=args.revision)
+        if args.parity_report is not None:
+            print(publish.write_model_card(out, args.parity_report, args.upload_repo), file=sys.stderr)
+        if args.upload_repo is not None:
+            print(publish.upload(out, args.upload_repo, token=args.token, private=args.private), file=sys.stderr)
     except (*USER_ERRORS, ValueError) as e:  # ValueError: a checkpoint whose weights do not fit its architecture
         return report(e, args.debug)
     print(out)

@@ -30,6 +30,7 @@ from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_d
 from mlx_diar.conversion.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
 from mlx_diar.provenance import package_versions
 from mlx_diar.conversion.sources import PLDA_FILES, PipelineSource, resolve_checkpoint, resolve_pipeline
+from mlx_diar.conversion.variant import Variant
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
 QUANT_BITS = quantize_module.BITS
@@ -186,14 +187,7 @@ def convert_pyannote_model(
     """
     if model_type not in MODEL_TYPES:
         raise OptionError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    if dtype not in precision.DTYPES:
-        raise OptionError(f"dtype must be one of {tuple(precision.DTYPES)}, got {dtype!r}")
-    if precision_mode not in precision.MODES:
-        raise OptionError(f"precision must be one of {precision.MODES}, got {precision_mode!r}")
-    if quantize not in (None, *QUANT_BITS):
-        raise OptionError(f"quantize must be 4 or 8 bits, got {quantize!r}")
-    if q_group_size not in quantize_module.GROUP_SIZES:
-        raise OptionError(f"q_group_size must be 32, 64 or 128, got {q_group_size!r}")
+    Variant(dtype, quantize, q_group_size, precision_mode)  # OptionError naming an unknown value
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     policy = precision.policy(dtype, precision_mode)

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from mlx_diar.conversion.hub import Variant
 from mlx_diar.conversion.model_io import CONVERTER_VERSION, FORMAT_VERSION
 from mlx_diar.conversion.sources import HF_ID, README_FILE
+from mlx_diar.conversion.variant import Variant
 from mlx_diar.errors import OptionError
 from mlx_diar.fsutil import atomic_write
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ TAGS = ["mlx", "mlx-diar", "speaker-diarization", "pyannote", "pyannote-audio", 
 PIPELINE_TAG = "voice-activity-detection"  # the Hub's nearest task: who speaks when
 REPORT_FILES = ("meta.json", "pipeline.csv", "layers.csv")
 EMBEDDING_MODES = ("sparse", "shared")  # `harness compare` names a fast mode's rows VARIANT-MODE
+PCT = "{:.2%}"
 
 
 @dataclasses.dataclass
@@ -99,20 +101,18 @@ def variant_rows(report: ParityReport, config: dict[str, Any], model_dir: Path) 
     return name, pipeline, layers
 
 
-def _pct(text: str | None) -> str:
+def _float(text: str | None) -> float:
+    """A report cell as a number (NaN when empty or not a number)."""
     try:
-        value = float(text)  # type: ignore[arg-type]
+        return float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return "–"
-    return "–" if value != value else f"{value:.2%}"
+        return math.nan
 
 
-def _num(text: str | None, fmt: str = "{:.0f}") -> str:
-    try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if value != value else fmt.format(value)
+def _cell(text: str | None, fmt: str = "{:.0f}") -> str:
+    """A report cell formatted with `fmt`, a dash when not measured."""
+    value = _float(text)
+    return "–" if math.isnan(value) else fmt.format(value)
 
 
 def parity_tables(pipeline: list[dict[str, str]], layers: list[dict[str, str]],
@@ -122,19 +122,19 @@ def parity_tables(pipeline: list[dict[str, str]], layers: list[dict[str, str]],
     lines = ["| file | variant | DER MLX vs pyannote | JER MLX vs pyannote | DER vs reference pyannote / MLX | "
              "speakers ref / pyannote / MLX | pass |", "|---|---|---|---|---|---|---|"]
     for row in pipeline:
-        lines.append(f"| {row['file']} | {row['variant']} | {_pct(row.get('der_vs_pyannote'))} | "
-                     f"{_pct(row.get('jer_vs_pyannote'))} | {_pct(pyannote.get(row['file']))} / "
-                     f"{_pct(row.get('der_vs_reference'))} | {_num(row.get('reference_speakers'))} / "
-                     f"{_num(row.get('pyannote_speakers'))} / {_num(row.get('speakers'))} | "
+        lines.append(f"| {row['file']} | {row['variant']} | {_cell(row.get('der_vs_pyannote'), PCT)} | "
+                     f"{_cell(row.get('jer_vs_pyannote'), PCT)} | {_cell(pyannote.get(row['file']), PCT)} / "
+                     f"{_cell(row.get('der_vs_reference'), PCT)} | {_cell(row.get('reference_speakers'))} / "
+                     f"{_cell(row.get('pyannote_speakers'))} / {_cell(row.get('speakers'))} | "
                      f"{'yes' if row.get('passed') == 'True' else '–'} |")
-    lines += ["", "| model | layers compared | worst layer (rel. L2) | rel. L2 | min cosine | pass |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| model | layers compared | worst layer | rel. L2 | min cosine | pass |", "|---|---|---|---|---|---|"]
     for model in sorted({r["model"] for r in layers}):
         rows = [r for r in layers if r["model"] == model]
-        worst = max(rows, key=lambda r: float(r.get("rel_l2") or "nan") if r.get("rel_l2") not in ("", None) else -1)
-        cosine = min((float(r["cosine"]) for r in rows if r.get("cosine") not in ("", None)), default=float("nan"))
-        lines.append(f"| {model} | {len(rows)} | {worst['layer']} | {_num(worst.get('rel_l2'), '{:.2e}')} | "
-                     f"{_num(str(cosine), '{:.6f}')} | {'yes' if all(r.get('passed') == 'True' for r in rows) else '–'} |")
+        worst = max(rows, key=lambda r: -1.0 if math.isnan(_float(r.get("rel_l2"))) else _float(r.get("rel_l2")))
+        cosine = min((_float(r.get("cosine")) for r in rows), default=math.nan, key=lambda c: math.inf if
+                      math.isnan(c) else c)
+        lines.append(f"| {model} | {len(rows)} | {worst['layer']} | {_cell(worst.get('rel_l2'), '{:.2e}')} | "
+                     f"{_cell(str(cosine), '{:.6f}')} | {'yes' if all(r.get('passed') == 'True' for r in rows) else '–'} |")
     return lines
 
 
@@ -179,7 +179,7 @@ def model_card(config: dict[str, Any], report: ParityReport, model_dir: Path, re
         "## Source", "",
         "| file | sha256 |", "|---|---|", *hashes, "",
         f"License: {source['license']}, the source's." if source.get("license") else
-        "License: the source's model card declares none; see the source.",
+        "License: none found in the source's model card; see the source.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mlx_diar.conversion import trust
-from mlx_diar.conversion.model_io import CONVERTER_VERSION, FORMAT_VERSION, INDEX_FILE
+from mlx_diar.conversion import model_io, trust
+from mlx_diar.conversion.model_io import INDEX_FILE
 from mlx_diar.conversion.sources import (HF_ID, PIPELINE_FILE, README_FILE, PipelineSource, hf_boundary, hf_download,
                                          resolve_pipeline)
 from mlx_diar.conversion.variant import Variant
@@ -51,7 +51,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 def cache_key(fingerprint: str, variant: Variant) -> str:
     """Source fingerprint + variant + on-disk format and converter versions: a new sanitize or layout never
     reuses a stale conversion."""
-    return f"{fingerprint[:16]}-{variant.name}-f{FORMAT_VERSION}c{CONVERTER_VERSION}"
+    return f"{fingerprint[:16]}-{variant.name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
 
 
 def converted(source: PipelineSource, variant: Variant, cache: Path) -> Path:

@@ -1,15 +1,16 @@
-"""The conversion guide's usage, end to end, on pyannote's bundled sample.
+"""The README's usage, end to end, on pyannote's bundled sample.
 
-    python examples/basic_usage.py [PIPELINE] [MODEL_DIR]
+    python examples/basic_usage.py [SOURCE] [CACHE_DIR]
 
-PIPELINE defaults to the offline fixture pipeline (a Hugging Face id such as
-pyannote/speaker-diarization-community-1 works too, with a token); MODEL_DIR to models/mlx_model.
+SOURCE defaults to the offline fixture pipeline (a pyannote pipeline directory: converted on first
+use, then cached); a Hugging Face id such as pyannote/speaker-diarization-community-1 works too
+(with a token), and so does a converted mlx-diar model directory or its id. CACHE_DIR is the Hugging
+Face hub cache the conversion is cached in (default: HF_HUB_CACHE).
 """
 
 import sys
-from pathlib import Path
 
-from mlx_diar import SpeakerDiarizationPipeline, convert_pyannote_model
+from mlx_diar import SpeakerDiarizationPipeline
 
 
 def main() -> None:
@@ -19,13 +20,13 @@ def main() -> None:
         from harness.fixtures import fixture_dir
 
         source = fixture_dir()
-    model_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("models/mlx_model")
+    cache_dir = sys.argv[2] if len(sys.argv) > 2 else None
     from harness.paths import sample_audio
 
     audio, _ = sample_audio()
 
-    convert_pyannote_model(pytorch_path=source, mlx_path=model_dir, model_type="full", dtype="float32")
-    pipeline = SpeakerDiarizationPipeline(model_path=model_dir, device="cpu")  # or "gpu" on Apple silicon
+    pipeline = SpeakerDiarizationPipeline.from_pretrained(source, cache_dir=cache_dir,
+                                                          device="cpu")  # or "gpu" on Apple silicon
     out = pipeline(str(audio))  # also accepts {"waveform": array, "sample_rate": sr}
     for turn, speaker in out.speaker_diarization:
         print(f"{speaker}: {turn.start:.2f}s - {turn.end:.2f}s")

@@ -39,6 +39,7 @@ from mlx_diar.errors import MlxDiarError, OptionError
 from mlx_diar.runtime.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
 from mlx_diar.runtime.pipeline import EMBEDDING_MODES, STAGES
+from mlx_diar.conversion.variant import Variant as ConversionVariant
 from mlx_diar.provenance import package_versions
 
 if TYPE_CHECKING:
@@ -59,10 +60,14 @@ class Variant:
     embedding_mode: str = "exact"  # or a fast mode of `mlx_diar.runtime.pipeline.EMBEDDING_MODES`
 
     @property
+    def conversion(self) -> "ConversionVariant":
+        """The conversion this variant runs (shared by every embedding mode)."""
+        return ConversionVariant(self.dtype, self.quantize, self.group_size, self.precision)
+
+    @property
     def model_name(self) -> str:
-        """The conversion's name (shared by every embedding mode)."""
-        pure = "-pure" if self.precision == "pure" and self.dtype != "float32" else ""
-        return self.dtype + pure + (f"-q{self.quantize}g{self.group_size}" if self.quantize else "")
+        """The conversion's name (shared by every embedding mode), as mlx-diar's cache and model cards name it."""
+        return self.conversion.name
 
     @property
     def name(self) -> str:
@@ -158,11 +163,11 @@ def source_fingerprint(root: Path) -> str:
 
 
 def model_cache_key(fingerprint: str, variant: Variant) -> str:
-    """Source fingerprint + variant + on-disk format + converter version: a new sanitize or layout never
-    reuses a stale conversion."""
-    from mlx_diar.conversion import model_io
+    """Source fingerprint + variant + on-disk format + converter version (`mlx_diar.conversion.hub.cache_key`):
+    a new sanitize or layout never reuses a stale conversion."""
+    from mlx_diar.conversion.hub import cache_key
 
-    return f"{fingerprint[:16]}-{variant.model_name}-f{model_io.FORMAT_VERSION}c{model_io.CONVERTER_VERSION}"
+    return cache_key(fingerprint, variant.conversion)
 
 
 def converted_model(root: Path, fingerprint: str, variant: Variant) -> Path:

@@ -342,7 +342,7 @@ def evaluate(pipeline_dir: Path, clips: Iterable[int] = range(3)) -> dict[str, o
     chunks = conversation_chunks(TEST_VOICES[EVAL_SPEAKERS:EVAL_SPEAKERS + 24], rounds=3, seed=60_000)
     stats, labels = labelled(pooled_statistics(checkpoint, chunks), chunks.labels)
     state = load_checkpoint(checkpoint)["state_dict"]
-    embeddings = stats @ state["resnet.seg_1.weight"].double().numpy().T + state["resnet.seg_1.bias"].double().numpy()
+    embeddings = stats @ state["resnet.seg_1.weight"].astype(np.float64).T + state["resnet.seg_1.bias"].astype(np.float64)
     wav, rttm = sample_audio()
     recordings = {"sample": (load_audio(wav), next(iter(load_rttm(rttm).values())))}
     recordings |= {f"synthetic-{seed}": synthetic_conversation(seed) for seed in clips}

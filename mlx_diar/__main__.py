@@ -134,6 +134,9 @@ def diarize(args: argparse.Namespace) -> int:
             _writable_file(args.rttm)
         if args.rttm_dir is not None:
             writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
+        from mlx_diar.conversion.hub import resolve_model
+
+        args.model = resolve_model(args.model)  # a pyannote pipeline is converted once, then cached
         if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
             return diarize_corpus(args, params, hyper)
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
@@ -223,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
     d.add_argument("--threads", type=_number(1, integer=True), default=None, help="threads per worker")
     d.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
-    d.add_argument("--model", required=True, type=Path, help="converted 'full' model directory")
+    d.add_argument("--model", required=True, metavar="SOURCE",
+                   help="converted 'full' model directory or its Hugging Face id, or a pyannote pipeline "
+                        "(directory or Hugging Face id), converted on first use and cached")
     d.add_argument("--rttm", type=Path, default=None,
                    help="write all RTTM here, rewritten (atomically) after each file (default: stdout)")
     d.add_argument("--rttm-dir", type=Path, default=None, help="write DIR/<uri>.rttm for each file")

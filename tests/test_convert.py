@@ -102,7 +102,7 @@ def test_load_model_errors(tmp_path: Path, full_f32: Path) -> None:
         load_model(broken)
 
 
-def test_cli_and_missing_torch_message(fixture_root: Path, tmp_path: Path) -> None:
+def test_cli_and_conversion_without_torch(fixture_root: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mlx_diar.conversion.convert", "--pytorch-path",
                           str(fixture_root / "whisperx/pytorch_model.bin"), "--mlx-path", str(tmp_path / "v2"),
                           "--model-type", "segmentation"], capture_output=True, text=True, check=True)
@@ -112,5 +112,5 @@ def test_cli_and_missing_torch_message(fixture_root: Path, tmp_path: Path) -> No
             f"sys.exit(main(['--pytorch-path', {str(fixture_root / 'segmentation')!r}, '--mlx-path', "
             f"{str(tmp_path / 'nt')!r}, '--model-type', 'segmentation']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 1 and 'pip install "mlx-diar[reference]"' in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "nt/config.json").read_text())["segmentation"]["class"] == "PyanNet"

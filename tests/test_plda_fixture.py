@@ -14,7 +14,7 @@ from mlx_diar.conversion.checkpoint import load_checkpoint
 
 def _output_layer(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
     state = load_checkpoint(checkpoint)["state_dict"]
-    return state["resnet.seg_1.weight"].double().numpy(), state["resnet.seg_1.bias"].double().numpy()
+    return state["resnet.seg_1.weight"].astype(np.float64), state["resnet.seg_1.bias"].astype(np.float64)
 
 
 def test_voice_catalogues_share_no_setting() -> None:

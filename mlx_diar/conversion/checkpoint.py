@@ -1,9 +1,11 @@
-"""Safe reading of pyannote.audio / lightning checkpoints (torch imported lazily).
+"""Safe reading of pyannote.audio / Lightning checkpoints, without torch.
 
-`torch.load(weights_only=True)` with an explicit allow-list: the handful of classes
-that pyannote and lightning checkpoints hold are mapped to small stand-ins defined
-here (plain data, no code runs), so reading a checkpoint needs torch but neither
-pyannote.audio nor lightning. Anything else in the pickle is refused, naming the class.
+PyTorch zip checkpoints (every `torch.save` since torch 1.6) are read by the restricted reader of
+`mlx_diar.conversion.torch_zip`: no torch, no pickle code run. The handful of classes that
+pyannote and Lightning checkpoints hold are mapped to small stand-ins defined here (plain data,
+no code runs), so reading a checkpoint needs neither pyannote.audio nor Lightning. Anything else
+in the pickle is refused, naming the class. Only torch's legacy non-zip format is handed to
+`torch.load(weights_only=True)` with the same allow-list, and only when torch is installed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mlx_diar.conversion import torch_zip
 from mlx_diar.errors import CheckpointError
 
 REFERENCE_EXTRA_HINT = 'pip install "mlx-diar[reference]"'
@@ -65,6 +68,10 @@ class _OmegaConfNode(_Record):
     """Stand-in for omegaconf containers/metadata found in optimizer states."""
 
 
+class TorchVersion(str):
+    """Stand-in for torch.torch_version.TorchVersion (a version string)."""
+
+
 def _plain(value: Any) -> Any:
     """Convert stand-ins and enums to JSON-friendly values."""
     if isinstance(value, enum.Enum):
@@ -80,7 +87,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# Exactly the globals seen in pyannote 2.x/3.x/4.x and lightning 1.x/2.x checkpoints.
+# Exactly the globals seen in pyannote 2.x/3.x/4.x and lightning 1.x/2.x checkpoints
+# (protocol-2 pickles name builtins as `__builtin__.dict`, `__builtin__.long`: read as below).
 _STAND_INS: dict[str, Any] = {
     "pyannote.audio.core.task.Specifications": Specifications,
     "pyannote.audio.core.task.Problem": Problem,
@@ -92,13 +100,15 @@ _STAND_INS: dict[str, Any] = {
     "omegaconf.base.Metadata": _OmegaConfNode,
     "omegaconf.nodes.AnyNode": _OmegaConfNode,
 }
-_PLAIN_GLOBALS: tuple[Any, ...] = (collections.OrderedDict, collections.defaultdict, typing.Any, dict, list, int)
+_PLAIN_GLOBALS: dict[str, Any] = {"collections.OrderedDict": collections.OrderedDict,
+                                  "collections.defaultdict": collections.defaultdict, "typing.Any": typing.Any,
+                                  "builtins.dict": dict, "builtins.list": list, "builtins.int": int}
+_ALLOWED: dict[str, Any] = {**_STAND_INS, **_PLAIN_GLOBALS, "torch.torch_version.TorchVersion": TorchVersion}
 
 
 def allowed_globals() -> list[str]:
     """Names of the classes a checkpoint may reference (beyond torch's tensor machinery)."""
-    return sorted(_STAND_INS) + ["collections.OrderedDict", "collections.defaultdict", "typing.Any",
-                                 "torch.torch_version.TorchVersion"]
+    return sorted(_ALLOWED)
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -110,45 +120,57 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _import_torch():
+def _torch_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)` with the same allow-list; tensors become NumPy arrays.
+
+    The reader of torch's legacy non-zip format, which `torch_zip` does not read; CheckpointError
+    when torch is not installed.
+    """
     try:
         import torch
-    except ImportError as e:
-        raise CheckpointError(
-            f"Reading a PyTorch checkpoint needs torch, which is not installed: {REFERENCE_EXTRA_HINT}"
-        ) from e
-    return torch
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a pyannote checkpoint without executing arbitrary pickle code.
-
-    Returns the checkpoint dict with tensors as torch tensors and pyannote/lightning
-    objects as inert stand-ins. Raises CheckpointError for unreadable files and for
-    any class outside the allow-list (naming it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    torch = _import_torch()
+    except ImportError:
+        raise CheckpointError(f"{path}: not a PyTorch zip checkpoint; torch's legacy (non-zip) format needs torch, "
+                              f"which is not installed: {REFERENCE_EXTRA_HINT}") from None
     import pickle
 
-    from torch.torch_version import TorchVersion
+    from torch.torch_version import TorchVersion as RealTorchVersion
 
-    safe = [(cls, name) for name, cls in _STAND_INS.items()] + list(_PLAIN_GLOBALS) + [TorchVersion]
+    safe = [(cls, name) for name, cls in _STAND_INS.items()] + list(_PLAIN_GLOBALS.values()) + [RealTorchVersion]
     try:
         with torch.serialization.safe_globals(safe):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         match = re.search(r"GLOBAL ([\w.]+)", str(e))
-        name = match.group(1) if match else "an unknown global"
-        raise CheckpointError(
-            f"{path}: refused to load: the checkpoint references {name}, which is not in the "
-            f"allow-list of pyannote/lightning classes ({', '.join(allowed_globals())}). "
-            "Loading it could execute arbitrary code."
-        ) from None
+        raise CheckpointError(torch_zip.refusal(path, match.group(1) if match else "an unknown global",
+                                                _ALLOWED)) from None
     except Exception as e:  # any parse failure of an untrusted file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+
+    def numpy(value: Any) -> Any:
+        """Tensors as NumPy arrays (bfloat16 as float32), in place in dicts and lists."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+        if isinstance(value, (dict, list)):
+            for key in value.keys() if isinstance(value, dict) else range(len(value)):
+                value[key] = numpy(value[key])
+        return tuple(numpy(v) for v in value) if isinstance(value, tuple) else value
+
+    return numpy(checkpoint)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a pyannote checkpoint without executing arbitrary pickle code.
+
+    Returns the checkpoint dict with tensors as NumPy arrays (bfloat16 as float32, exactly) and
+    pyannote/lightning objects as inert stand-ins. Zip checkpoints are read by `torch_zip` (no
+    torch); the legacy non-zip format by torch, when installed. Raises CheckpointError for
+    unreadable files and for any class outside the allow-list (naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    checkpoint = torch_zip.load(path, _ALLOWED) if torch_zip.is_zip_checkpoint(path) else _torch_load(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a pyannote checkpoint (no 'state_dict')")
     if "pyannote.audio" not in checkpoint:
@@ -173,16 +195,24 @@ class CheckpointInfo:
 def read_checkpoint(path: str | Path) -> CheckpointInfo:
     """Safely load a checkpoint and return its architecture, hyper-parameters and weights (NumPy)."""
     checkpoint = load_checkpoint(path)
-    meta = checkpoint["pyannote.audio"]
-    specs = meta.get("specifications")
-    state = {k: v.detach().cpu().numpy() for k, v in checkpoint["state_dict"].items()}
-    return CheckpointInfo(
-        path=Path(path),
-        sha256=sha256sum(path),
-        module=meta["architecture"]["module"],
-        klass=meta["architecture"]["class"],
-        hyper_parameters=_plain(dict(checkpoint.get("hyper_parameters", {}))),
-        specifications=_plain(specs) if specs is not None else None,
-        state_dict=state,
-        versions=_plain(meta.get("versions", {})),
-    )
+    try:
+        meta = checkpoint["pyannote.audio"]
+        specs = meta.get("specifications")
+        state = dict(checkpoint["state_dict"])
+        bad = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, np.ndarray)
+                                                   and v.dtype.kind in "biufc")]
+        if bad:
+            raise CheckpointError(f"{path}: state_dict[{str(bad[0])[:80]!r}] is not a numeric tensor")
+        return CheckpointInfo(
+            path=Path(path),
+            sha256=sha256sum(path),
+            module=meta["architecture"]["module"],
+            klass=meta["architecture"]["class"],
+            hyper_parameters=_plain(dict(checkpoint.get("hyper_parameters", {}))),
+            specifications=_plain(specs) if specs is not None else None,
+            state_dict=state,
+            versions=_plain(meta.get("versions", {})),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not a pyannote checkpoint: pyannote.audio.architecture or state_dict "
+                              f"malformed ({type(e).__name__}: {e})") from None

@@ -3,9 +3,10 @@
     python -m mlx_diar.convert --pytorch-path P --mlx-path M --model-type full --dtype float16
 
 P is a Hugging Face id, a local pipeline directory laid out like community-1, or one
-checkpoint file. torch is imported lazily and only to read checkpoints (safely; see
-`mlx_diar.conversion.checkpoint`). Output (see `mlx_diar.conversion.model_io`): `config.json`,
-`model.safetensors` (or shards + index) and, for `full`, `plda.safetensors`.
+checkpoint file. Checkpoints are read without torch (`mlx_diar.conversion.checkpoint`). Output
+(see `mlx_diar.conversion.model_io`): `config.json`, `model.safetensors` (or shards + index) and,
+for `full`, `plda.safetensors`; with `--parity-report` a model card (README.md), and with
+`--upload-repo ORG/NAME` the upload to the Hugging Face Hub (`mlx_diar.conversion.publish`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import numpy as np
 
 from mlx_diar.conversion import precision
 from mlx_diar.conversion import quantize as quantize_module
-from mlx_diar.conversion.checkpoint import read_checkpoint
+from mlx_diar.conversion.checkpoint import read_checkpoint, sha256sum
 from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
 from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
 from mlx_diar.conversion.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
 from mlx_diar.provenance import package_versions
-from mlx_diar.conversion.sources import PLDA_FILES, resolve_checkpoint, resolve_pipeline
+from mlx_diar.conversion.sources import PLDA_FILES, PipelineSource, resolve_checkpoint, resolve_pipeline
+from mlx_diar.conversion.variant import Variant
 
 MODEL_TYPES = ("segmentation", "embedding", "full")
 QUANT_BITS = quantize_module.BITS
@@ -105,22 +107,30 @@ class Sources:
     plda: dict[str, np.ndarray] | None = None
     plda_source: Path | None = None
     pipeline: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None  # a pipeline's origin, revision, fingerprint and license (config.json "source")
 
 
-def read_sources(pytorch_path: str | Path, model_type: str, token: str | None = None,
-                 pipeline_config: str | None = None) -> Sources:
-    """Stage 1, read: resolve the checkpoint(s) of `model_type` (and the PLDA and pipeline parameters)."""
-    source = Path(pytorch_path).expanduser()
-    single_file = source.is_file() or (source.is_dir() and not (source / "config.yaml").exists())
-    if single_file:
-        if model_type == "full":
-            raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), not one checkpoint")
-        checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
-        return Sources({model_type: checkpoint}, [source, checkpoint])
-    resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config)
+def read_sources(pytorch_path: str | Path | PipelineSource, model_type: str, token: str | None = None,
+                 pipeline_config: str | None = None, revision: str | None = None) -> Sources:
+    """Stage 1, read: resolve the checkpoint(s) of `model_type` (and the PLDA and pipeline parameters).
+
+    `pytorch_path` may be a pipeline already resolved (`mlx_diar.conversion.sources.resolve_pipeline`)."""
+    if isinstance(pytorch_path, PipelineSource):
+        resolved = pytorch_path
+    else:
+        source = Path(pytorch_path).expanduser()
+        if source.is_file() or (source.is_dir() and not (source / "config.yaml").exists()):
+            if model_type == "full":
+                raise CheckpointError(f"{pytorch_path}: model_type 'full' needs a pipeline (config.yaml), "
+                                      "not one checkpoint")
+            checkpoint = Path(resolve_checkpoint(pytorch_path, token=token))
+            return Sources({model_type: checkpoint}, [source, checkpoint])
+        resolved = resolve_pipeline(pytorch_path, token=token, config=pipeline_config, revision=revision)
     files = {"segmentation": resolved.segmentation, "embedding": resolved.embedding}
     sources = Sources({k: Path(v) for k, v in files.items() if model_type in (k, "full")},
-                      [resolved.root, resolved.config_path])
+                      [resolved.root, resolved.config_path],
+                      record={"origin": resolved.origin, "revision": resolved.revision,
+                              "fingerprint": resolved.fingerprint(), "license": resolved.license()})
     if model_type == "full":
         if resolved.embedding is None or resolved.plda is None:
             raise CheckpointError(f"{resolved.root}: a full pipeline needs embedding and plda entries")
@@ -146,7 +156,7 @@ def quantize_weights(entry: dict[str, Any], role: str, arrays: dict[str, mx.arra
 
 
 def convert_pyannote_model(
-    pytorch_path: str | Path,
+    pytorch_path: str | Path | PipelineSource,
     mlx_path: str | Path,
     model_type: str = "full",
     dtype: str = "float32",
@@ -158,8 +168,13 @@ def convert_pyannote_model(
     q_group_size: int = 64,
     precision_mode: str = "default",
     force: bool = False,
+    revision: str | None = None,
 ) -> Path:
     """Convert `pytorch_path` into an MLX model directory at `mlx_path`; returns `mlx_path`.
+
+    `pytorch_path`: a Hugging Face id (at `revision`), a pipeline directory, one checkpoint, or a
+    pipeline already resolved. A pipeline's origin, revision, fingerprint (sha256 over the files
+    read) and license (its model card's) are recorded in config.json's "source".
 
     Stages: `read_sources` -> `_convert_one` (read + sanitize) -> `float32_arrays` ->
     `quantize_weights` -> cast (precision policy: `dtype` with `precision_mode` "default" or
@@ -172,22 +187,18 @@ def convert_pyannote_model(
     """
     if model_type not in MODEL_TYPES:
         raise OptionError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    if dtype not in precision.DTYPES:
-        raise OptionError(f"dtype must be one of {tuple(precision.DTYPES)}, got {dtype!r}")
-    if precision_mode not in precision.MODES:
-        raise OptionError(f"precision must be one of {precision.MODES}, got {precision_mode!r}")
-    if quantize not in (None, *QUANT_BITS):
-        raise OptionError(f"quantize must be 4 or 8 bits, got {quantize!r}")
-    if q_group_size not in quantize_module.GROUP_SIZES:
-        raise OptionError(f"q_group_size must be 32, 64 or 128, got {q_group_size!r}")
+    Variant(dtype, quantize, q_group_size, precision_mode)  # OptionError naming an unknown value
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise OptionError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
     policy = precision.policy(dtype, precision_mode)
     mlx_path = Path(mlx_path)
-    sources = read_sources(pytorch_path, model_type, token, pipeline_config)
+    sources = read_sources(pytorch_path, model_type, token, pipeline_config, revision)
+    origin = sources.record["origin"] if sources.record else str(pytorch_path)
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model_type": model_type, "dtype": dtype,
                               "precision": precision.to_config(policy, _precision_name(dtype, precision_mode)),
-                              "quantization": None, "versions": package_versions(), "origin": str(pytorch_path)}
+                              "quantization": None, "versions": package_versions(), "origin": origin}
+    if sources.record is not None:
+        config["source"] = sources.record
     _check_output(mlx_path, sources.inputs, force)
     if sources.pipeline is not None:
         config["pipeline"] = sources.pipeline
@@ -218,7 +229,8 @@ def convert_pyannote_model(
 
             with atomic_path(work / PLDA_FILE) as tmp:
                 save_file(plda, str(tmp))
-            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source)}
+            config["plda"] = {"file": PLDA_FILE, "source": str(sources.plda_source),
+                              "sha256": {name: sha256sum(sources.plda_source / name) for name in PLDA_FILES}}
         atomic_write(work / "config.json", json.dumps(config, indent=2))
     return mlx_path
 
@@ -238,16 +250,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the embedding convolutions")
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="bytes per weight file")
     parser.add_argument("--pipeline-config", default=None, help="another config file in the pipeline directory")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hugging Face --pytorch-path")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN / login)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing mlx-diar model directory at --mlx-path (nothing else)")
+    parser.add_argument("--parity-report", type=Path, default=None, metavar="DIR",
+                        help="a `python -m harness compare` report of this source and variant: its tables go into "
+                             "the model card, README.md of --mlx-path")
+    parser.add_argument("--upload-repo", default=None, metavar="ORG/NAME",
+                        help="upload the conversion and its card (needs --parity-report) to this Hugging Face repository")
+    parser.add_argument("--private", action="store_true", help="create the --upload-repo repository private")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    from mlx_diar.conversion import publish
+
     try:
+        if args.upload_repo is not None and args.parity_report is None:
+            raise OptionError("--upload-repo needs --parity-report: a published conversion carries its parity table")
+        if args.parity_report is not None:
+            if args.model_type != "full":
+                raise OptionError("--parity-report/--upload-repo: only a full pipeline conversion is published")
+            publish.read_parity_report(args.parity_report)  # before any work
         out = convert_pyannote_model(args.pytorch_path, args.mlx_path, args.model_type, args.dtype,
                                      fold_bn=args.fold_bn, shard_size=args.shard_size, token=args.token,
                                      pipeline_config=args.pipeline_config, quantize=args.quantize,
-                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force)
+                                     q_group_size=args.q_group_size, precision_mode=args.precision, force=args.force,
+                                     revision=args.revision)
+        if args.parity_report is not None:
+            print(publish.write_model_card(out, args.parity_report, args.upload_repo), file=sys.stderr)
+        if args.upload_repo is not None:
+            print(publish.upload(out, args.upload_repo, token=args.token, private=args.private), file=sys.stderr)
     except (*USER_ERRORS, ValueError) as e:  # ValueError: a checkpoint whose weights do not fit its architecture
         return report(e, args.debug)
     print(out)

@@ -10,6 +10,7 @@ checks everything it reads at the trust boundary of `mlx_diar.conversion.trust`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -22,7 +23,10 @@ from mlx_diar.errors import CheckpointError
 from mlx_diar.conversion.trust import MODEL_FILE, PLDA_FILES
 
 PIPELINE_FILE = "config.yaml"
-_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+README_FILE = "README.md"
+HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# what a pipeline download fetches: config, checkpoints, PLDA, and the card (its license)
+PIPELINE_PATTERNS = ["*.yaml", "*.bin", "*.npz", "*.json", "*/*.yaml", "*/*.bin", "*/*.npz", README_FILE]
 
 
 @dataclasses.dataclass
@@ -36,6 +40,31 @@ class PipelineSource:
     plda: Path | None  # directory holding xvec_transform.npz and plda.npz
     origin: str  # the string the user gave
     config_path: Path  # the config file read (config.yaml or --config)
+    boundary: Path  # what every file must resolve inside: the directory, or a download's repository cache folder
+    revision: str | None = None  # a download's commit
+
+    def files(self) -> dict[str, Path]:
+        """Every file the pipeline reads, by its name relative to the pipeline directory."""
+        named = [self.config_path, self.segmentation, self.embedding,
+                 *([self.plda / name for name in PLDA_FILES] if self.plda is not None else [])]
+        return {path.relative_to(self.root).as_posix(): path for path in named if path is not None}
+
+    def fingerprint(self) -> str:
+        """sha256 over every file the pipeline reads, with their names: what a conversion is made from."""
+        from mlx_diar.conversion.checkpoint import sha256sum
+
+        digest = hashlib.sha256()
+        for name, path in sorted(self.files().items()):
+            digest.update(f"{name}:{sha256sum(path)}\n".encode())
+        return digest.hexdigest()
+
+    def license(self) -> str | None:
+        """The `license` of the pipeline's README.md metadata block (Hugging Face model card), if any."""
+        readme = self.root / README_FILE
+        if not readme.is_file():
+            return None
+        trust.inside(self.boundary, readme, readme, "the model card")
+        return card_metadata(readme.read_text(encoding="utf-8", errors="replace")).get("license")
 
     @property
     def params(self) -> dict[str, Any]:
@@ -48,8 +77,23 @@ class PipelineSource:
         return dict(self.config.get("params", {}))
 
 
-def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path | None) -> Path:
-    """Download a model/pipeline repository snapshot, translating hub errors into actionable ones."""
+def card_metadata(text: str) -> dict[str, Any]:
+    """The YAML metadata block (between `---` lines) at the top of a Hugging Face model card; {} if none."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    end = next((k for k, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+    try:
+        meta = yaml.safe_load("\n".join(lines[1:end])) if end else None
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def hf_download(repo_id: str, token: str | bool | None = None, cache_dir: str | Path | None = None,
+                revision: str | None = None, patterns: list[str] = PIPELINE_PATTERNS) -> Path:
+    """Download the files of a repository snapshot matching `patterns`, translating hub errors into
+    actionable ones; returns the snapshot folder."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -57,6 +101,7 @@ def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path |
             HfHubHTTPError,
             LocalEntryNotFoundError,
             RepositoryNotFoundError,
+            RevisionNotFoundError,
         )
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
         raise CheckpointError(f"{repo_id}: huggingface_hub is needed to download it ({e})") from e
@@ -67,9 +112,12 @@ def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path |
                 repo_id,
                 token=token,
                 cache_dir=cache_dir,
-                allow_patterns=["*.yaml", "*.bin", "*.npz", "*.json", "*/*.yaml", "*/*.bin", "*/*.npz"],
+                revision=revision,
+                allow_patterns=patterns,
             )
         )
+    except RevisionNotFoundError:
+        raise CheckpointError(f"{repo_id}: revision {revision!r} not found on Hugging Face") from None
     except GatedRepoError:
         raise CheckpointError(
             f"{repo_id} is a gated repository: accept its user conditions at "
@@ -81,9 +129,10 @@ def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path |
             f"{repo_id}: repository not found on Hugging Face, or your token may not access it.{hint}"
         ) from None
     except LocalEntryNotFoundError:
+        at = f" at revision {revision!r}" if revision else ""
         raise CheckpointError(
-            f"{repo_id}: Hugging Face is unreachable and nothing is cached locally. Connect to the "
-            "internet, or pass a local pipeline directory or checkpoint file instead."
+            f"{repo_id}: Hugging Face is unreachable and nothing is cached locally{at}. Connect to the "
+            "internet, or pass a local directory instead."
         ) from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
@@ -95,7 +144,7 @@ def _hf_download(repo_id: str, token: str | bool | None, cache_dir: str | Path |
         raise CheckpointError(f"{repo_id}: download failed ({e})") from None
 
 
-def _hf_boundary(root: Path) -> Path:
+def hf_boundary(root: Path) -> Path:
     """The repository cache folder of a snapshot: its files are symlinks into `../../blobs`."""
     root = Path(os.path.realpath(root))
     return root.parents[1] if root.parent.name == "snapshots" else root
@@ -103,24 +152,25 @@ def _hf_boundary(root: Path) -> Path:
 
 def resolve_pipeline(
     source: str | Path, token: str | bool | None = None, cache_dir: str | Path | None = None,
-    config: str | None = None,
+    config: str | None = None, revision: str | None = None,
 ) -> PipelineSource:
-    """Resolve a pipeline given as a Hugging Face id or a local directory with `config.yaml`.
+    """Resolve a pipeline given as a Hugging Face id (at `revision`) or a local directory with `config.yaml`.
 
     `config` names another config file of the directory (a plain file name). The config is
     checked by `mlx_diar.conversion.trust.check_config` and every file it names must lie inside the
     directory (for a download: inside its cache folder); see `mlx_diar.conversion.trust`.
     """
     path = Path(source).expanduser()
+    commit = None
     if path.is_dir():
         root, boundary = path, path
     elif path.is_file():
         raise CheckpointError(f"{path}: a single file is a model checkpoint, not a pipeline directory")
-    elif not _HF_ID.match(str(source)):
+    elif not HF_ID.match(str(source)):
         raise CheckpointError(f"{source}: no such file or directory (nor a Hugging Face id)")
     else:
-        root = _hf_download(str(source), token, cache_dir)
-        boundary = _hf_boundary(root)
+        root = hf_download(str(source), token, cache_dir, revision)
+        boundary, commit = hf_boundary(root), root.name
     config_path = trust.config_file(root, PIPELINE_FILE if config is None else config, boundary)
     try:
         parsed = yaml.safe_load(config_path.read_text())
@@ -143,8 +193,8 @@ def resolve_pipeline(
             if not (plda / name).is_file():
                 raise CheckpointError(f"{config_path}: PLDA directory {plda} lacks {name}")
             trust.inside(boundary, plda / name, config_path, "pipeline.params.plda")
-    return PipelineSource(root=root, config=parsed, segmentation=files["segmentation"],
-                          embedding=files["embedding"], plda=plda, origin=str(source), config_path=config_path)
+    return PipelineSource(root=root, config=parsed, segmentation=files["segmentation"], embedding=files["embedding"],
+                          plda=plda, origin=str(source), config_path=config_path, boundary=boundary, revision=commit)
 
 
 def resolve_checkpoint(
@@ -158,9 +208,9 @@ def resolve_checkpoint(
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
         raise CheckpointError(f"{path}: directory without {MODEL_FILE}")
-    if not _HF_ID.match(str(source)):
+    if not HF_ID.match(str(source)):
         raise CheckpointError(f"{source}: no such file or directory (nor a Hugging Face id)")
-    root = _hf_download(str(source), token, cache_dir)
+    root = hf_download(str(source), token, cache_dir)
     if not (root / MODEL_FILE).is_file():
         raise CheckpointError(f"{source}: the repository holds no {MODEL_FILE}")
     return root / MODEL_FILE

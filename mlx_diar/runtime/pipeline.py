@@ -208,9 +208,24 @@ class SpeakerDiarizationPipeline:
     """Speaker diarization in MLX, identical in its stages to pyannote's SpeakerDiarization.
 
     >>> pipeline = SpeakerDiarizationPipeline(model_path="models/mlx_model", device="cpu")
+    >>> pipeline = SpeakerDiarizationPipeline.from_pretrained("pyannote/speaker-diarization-community-1")
     >>> out = pipeline("audio.wav", num_speakers=None)
     >>> for turn, speaker in out.speaker_diarization: ...
     """
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, dtype: str | None = None, quantize: int | None = None,
+                        q_group_size: int | None = None, precision: str | None = None, revision: str | None = None,
+                        token: str | None = None, cache_dir: str | Path | None = None,
+                        **kwargs: Any) -> "SpeakerDiarizationPipeline":
+        """The pipeline of `source`: a converted model directory or Hugging Face id, or a pyannote pipeline
+        (directory or id) converted on first use and cached (`mlx_diar.conversion.hub.resolve_model`).
+        `kwargs` (device, params, hyper_parameters) go to the constructor."""
+        from mlx_diar.conversion.hub import resolve_model
+
+        return cls(model_path=resolve_model(source, dtype=dtype, quantize=quantize, q_group_size=q_group_size,
+                                            precision=precision, revision=revision, token=token,
+                                            cache_dir=cache_dir), **kwargs)
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  models: MLXModels | None = None, params: Mapping[str, Any] | None = None,

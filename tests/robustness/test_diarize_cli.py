@@ -120,6 +120,8 @@ def test_traceback_only_with_debug(tmp_path) -> None:
     argv = [sys.executable, "-m", "mlx_diar", "diarize", "x.wav", "--model", str(tmp_path / "nomodel")]
     plain = subprocess.run(argv, capture_output=True, text=True)
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
-    assert plain.stderr == f"error: {tmp_path / 'nomodel'}: no config.json: not a converted mlx-diar model\n"
+    assert plain.stderr == (f"error: {tmp_path / 'nomodel'}: no such directory, nor a Hugging Face id; expected a "
+                            "converted mlx-diar model directory (config.json), a pyannote pipeline directory "
+                            "(config.yaml), or the Hugging Face id (ORG/NAME) of either\n")
     debug = subprocess.run([*argv, "--debug"], capture_output=True, text=True)
     assert "Traceback" in debug.stderr and debug.stderr.endswith(plain.stderr)

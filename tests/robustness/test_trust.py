@@ -23,6 +23,7 @@ from mlx_diar.conversion.convert import convert_pyannote_model
 from mlx_diar.errors import CheckpointError, UnsafeSourceError
 from mlx_diar.conversion.sources import resolve_pipeline
 from mlx_diar.conversion.trust import check_config, stage_pipeline, vet_checkpoint
+from tests.hf_cache import fake_snapshot
 
 torch = pytest.importorskip("torch")
 
@@ -256,37 +257,19 @@ def test_reference_loads_a_clean_pipeline_and_leaves_no_copy(clean) -> None:
     assert set(Path(tempfile.gettempdir()).glob("mlx-diar-vetted-*")) == before
 
 
-def _fake_snapshot(cache: Path, clean: Path, edit=None) -> Path:
-    """A Hugging Face cache layout: snapshots/<rev>/ files are symlinks into ../../blobs."""
-    repo = cache / "models--someone--pipeline"
-    snapshot = repo / "snapshots" / "0123abc"
-    for src in clean.rglob("*"):
-        if src.is_file():
-            blob = repo / "blobs" / uuid.uuid4().hex
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, blob)
-            link = snapshot / src.relative_to(clean)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(os.path.relpath(blob, link.parent))
-    if edit:
-        config = yaml.safe_load((clean / "config.yaml").read_text())
-        edit(config)
-        (snapshot / "config.yaml").unlink()
-        (snapshot / "config.yaml").write_text(yaml.safe_dump(config))
-    return snapshot
-
-
 def test_hugging_face_download_gets_the_same_checks(clean, tmp_path, marker, payload_module, monkeypatch) -> None:
     import huggingface_hub
 
-    good = _fake_snapshot(tmp_path / "good", clean)
+    good = fake_snapshot(tmp_path / "good", "someone/pipeline", clean)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(good))
     assert resolve_pipeline("someone/pipeline").segmentation.resolve().is_relative_to(tmp_path / "good")
 
     def edit(config):
         config["preprocessors"] = {"audio": {"name": payload_module}}
 
-    bad = _fake_snapshot(tmp_path / "bad", clean, edit)
+    config = yaml.safe_load((clean / "config.yaml").read_text())
+    edit(config)
+    bad = fake_snapshot(tmp_path / "bad", "someone/pipeline", clean, replace={"config.yaml": yaml.safe_dump(config)})
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(bad))
     with pytest.raises(UnsafeSourceError, match="preprocessors"):
         resolve_pipeline("someone/pipeline")

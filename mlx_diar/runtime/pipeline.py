@@ -220,7 +220,7 @@ class SpeakerDiarizationPipeline:
                         **kwargs: Any) -> "SpeakerDiarizationPipeline":
         """The pipeline of `source`: a converted model directory or Hugging Face id, or a pyannote pipeline
         (directory or id) converted on first use and cached (`mlx_diar.conversion.hub.resolve_model`).
-        `kwargs` (device, params, hyper_parameters) go to the constructor."""
+        `kwargs` (device, params, hyper_parameters, kernels, compute) go to the constructor."""
         from mlx_diar.conversion.hub import resolve_model
 
         return cls(model_path=resolve_model(source, dtype=dtype, quantize=quantize, q_group_size=q_group_size,

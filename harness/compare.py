@@ -33,9 +33,9 @@ from harness import targets
 from harness.memory import PeakRSS, memory_curve
 from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
-from mlx_diar.runtime.audio import SAMPLE_RATE, rttm_uri
+from mlx_diar.runtime.audio import SAMPLE_RATE, AudioWarning, rttm_uri
 from mlx_diar.runtime.corpus import CorpusEntry
-from mlx_diar.errors import ArgumentParser, MlxDiarError, OptionError, bounded_number
+from mlx_diar.errors import ArgumentParser, MlxDiarError, OptionError, bounded_number, warnings_as_lines
 from mlx_diar.runtime.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
 from mlx_diar.runtime.pipeline import EMBEDDING_MODES, STAGES
@@ -650,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.fixtures import FixtureError
 
     try:
-        return _compare(args, sys.argv[1:] if argv is None else argv)
+        with warnings_as_lines(AudioWarning):
+            return _compare(args, sys.argv[1:] if argv is None else argv)
     except (MlxDiarError, FixtureError) as e:
         if args.debug:
             raise

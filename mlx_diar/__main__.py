@@ -188,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
     d.add_argument("--subset", default="test", help="protocol subset: train, development, test")
     d.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
-    d.add_argument("--workers", type=bounded_number(1, integer=True), default=None, help="worker processes (default: cores)")
+    d.add_argument("--workers", type=bounded_number(1, integer=True), default=None,
+                   help="worker processes (default: cores)")
     d.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
     d.add_argument("--threads", type=bounded_number(1, integer=True), default=None, help="threads per worker")
     d.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     d.add_argument("--model", required=True, type=Path, help="converted 'full' model directory")
     d.add_argument("--rttm", type=Path, default=None,
-                   help="write all RTTM here, rewritten (atomically) after each file (default: stdout)")
+                   help="write all RTTM here: a file rewritten (atomically) after each file, or - (stdout), a "
+                        "FIFO or a character device written through (default: stdout)")
     d.add_argument("--rttm-dir", type=Path, default=None, help="write DIR/<uri>.rttm for each file")
     d.add_argument("--exclusive", action="store_true", help="exclusive diarization (no overlapping turns)")
     d.add_argument("--num-speakers", type=int, default=None)

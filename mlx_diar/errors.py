@@ -81,16 +81,18 @@ def bounded_number(low: float, integer: bool = False, strict: bool = False) -> C
 
 @contextlib.contextmanager
 def warnings_as_lines(*categories: type[Warning]) -> Iterator[None]:
-    """Warnings of `categories` raised inside the block are printed as one line each, `warning: MESSAGE`,
-    on stderr (not Python's two lines with the source line); other warnings are shown as Python would."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            for category in categories:
-                warnings.simplefilter("always", category)
-            yield
-    finally:
-        for warning in caught:
-            if issubclass(warning.category, categories):
-                print(f"warning: {warning.message}", file=sys.stderr)
+    """Warnings of `categories` raised inside the block are printed as they come, one line each,
+    `warning: MESSAGE`, on stderr (not Python's two lines with the source line); others as before."""
+    with warnings.catch_warnings():
+        for category in categories:
+            warnings.simplefilter("always", category)
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, categories):
+                print(f"warning: {message}", file=sys.stderr)
             else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield

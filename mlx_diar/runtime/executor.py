@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mlx_diar.cpu.blas import thread_environment
+from mlx_diar.runtime.audio import AudioWarning
 from mlx_diar.runtime.corpus import CorpusEntry
-from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.errors import MlxDiarError, OptionError, warnings_as_lines
 from mlx_diar.fsutil import atomic_write, check_output_file, file_stem
 
 RECORDS = "records"
@@ -196,7 +197,8 @@ def run_entry(task: RecordingTask, entry: CorpusEntry) -> dict[str, Any]:
     record: dict[str, Any] = {"uri": entry.uri, "audio": str(entry.audio), "fingerprint": task.fingerprint,
                               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
-        result = task(entry)
+        with warnings_as_lines(AudioWarning):  # clipped or silent audio: one line, the recording goes on
+            result = task(entry)
         record.update(status="done", error=None, duration_s=result.pop("duration_s", None), result=result)
     except Exception as e:  # fault isolation: any failure of one recording becomes its record
         record.update(status="failed", error=_one_line(e), traceback=traceback.format_exc(limit=-8), result=None)

@@ -102,6 +102,20 @@ def test_a_symlink_where_a_result_goes_fails_that_recording_only(tmp_path) -> No
     assert (out / "f1.rttm").is_symlink() and elsewhere.read_text() == "keep\n"
 
 
+def test_audio_warnings_of_a_recording_are_one_line(tmp_path, capsys) -> None:
+    from mlx_diar.runtime.audio import load_audio
+
+    class Loads(EchoTask):
+        def __call__(self, entry: CorpusEntry) -> dict:
+            load_audio(entry.audio)
+            return super().__call__(entry)
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    assert _run(Loads(), corpus.from_files([silent]), tmp_path / "out").done == 1
+    assert capsys.readouterr().err == f"warning: {silent}: the audio is silent: no speech can be found in it\n"
+
+
 # ---------------------------------------------------------------------------------------------- outputs = inputs
 def test_rttm_dir_equal_to_the_dataset_is_refused_before_anything_runs(tmp_path, capsys) -> None:
     data = tmp_path / "data"

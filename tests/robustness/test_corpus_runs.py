@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -216,6 +219,27 @@ def test_a_ray_address_that_never_answers_fails_within_the_time_allowed() -> Non
         with pytest.raises(OptionError, match=rf"^--ray {address}: no Ray cluster answered within 4 s$"):
             probe_ray(address, timeout=4)
         assert time.monotonic() - start < 15
+
+
+def test_waiting_for_ray_yields_to_sigterm_at_once(tmp_path) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        argv = [sys.executable, "-m", "mlx_diar", "diarize", str(_wav(tmp_path / "a.wav")), "--model",
+                str(tmp_path / "nomodel"), "--rttm-dir", str(tmp_path / "out"),
+                "--ray", f"127.0.0.1:{silent.getsockname()[1]}"]
+        process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(6)  # past the imports, into the wait for Ray
+            assert process.poll() is None
+            process.terminate()
+            start = time.monotonic()
+            process.wait(timeout=10)
+            assert time.monotonic() - start < 3 and process.returncode == -signal.SIGTERM
+        finally:
+            process.kill()
+            process.wait()
 
 
 # ---------------------------------------------------------------------------------------------- manifests

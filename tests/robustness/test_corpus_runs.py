@@ -221,8 +221,21 @@ def test_a_ray_address_that_never_answers_fails_within_the_time_allowed() -> Non
         assert time.monotonic() - start < 15
 
 
+def _ray_probe_running(parent: int) -> bool:
+    """Whether `parent` has a child process running Ray's connect (`executor.probe_ray`)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{parent}\n" in status.read_text() and b"ray.init" in (status.parent / "cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_waiting_for_ray_yields_to_sigterm_at_once(tmp_path) -> None:
     pytest.importorskip("ray")
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to see the command's child process")
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -231,8 +244,10 @@ def test_waiting_for_ray_yields_to_sigterm_at_once(tmp_path) -> None:
                 "--ray", f"127.0.0.1:{silent.getsockname()[1]}"]
         process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(6)  # past the imports, into the wait for Ray
-            assert process.poll() is None
+            deadline = time.monotonic() + 60
+            while not _ray_probe_running(process.pid):  # now the command waits on Ray
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
             process.terminate()
             start = time.monotonic()
             process.wait(timeout=10)

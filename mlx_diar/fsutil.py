@@ -154,7 +154,7 @@ def file_stem(name: str) -> str:
     data = name.encode("utf-8", "surrogateescape")
     if len(data) <= STEM_BYTES:
         return name
-    head = data[: STEM_BYTES - 17].decode("utf-8", "ignore")
+    head = re.sub(r"%[0-9A-Fa-f]?$", "", data[: STEM_BYTES - 17].decode("utf-8", "ignore"))  # no cut escape
     return f"{head}-{hashlib.sha256(data).hexdigest()[:16]}"
 
 

@@ -139,10 +139,10 @@ def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioI
     paths = audio_paths(audio, dataset)
     seen: dict[str, Path] = {}
     for path in paths:
-        if rttm_uri(path.stem) in seen:
-            raise OptionError(f"{path}: same name as {seen[rttm_uri(path.stem)]}; each file's name is its uri in "
-                              "the reports")
-        seen[rttm_uri(path.stem)] = path
+        uri = rttm_uri(path.stem)
+        if uri in seen:
+            raise OptionError(f"{path}: same name as {seen[uri]}; each file's name is its uri in the reports")
+        seen[uri] = path
     return [load_item(path) for path in paths]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -35,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.memory import main as memory
 
         return memory(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m harness")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from mlx_diar.errors import ArgumentParser
+
+    parser = ArgumentParser(prog="python -m harness")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
     sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
     sub.add_parser("profile", help="per-layer timing of both models, MLX vs torch (see profile -h)")

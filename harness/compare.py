@@ -33,9 +33,9 @@ from harness import targets
 from harness.memory import PeakRSS, memory_curve
 from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
 from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
-from mlx_diar.runtime.audio import SAMPLE_RATE
+from mlx_diar.runtime.audio import SAMPLE_RATE, AudioWarning, rttm_uri
 from mlx_diar.runtime.corpus import CorpusEntry
-from mlx_diar.errors import MlxDiarError, OptionError
+from mlx_diar.errors import ArgumentParser, MlxDiarError, OptionError, bounded_number, warnings_as_lines
 from mlx_diar.runtime.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
 from mlx_diar.runtime.pipeline import EMBEDDING_MODES, STAGES
@@ -131,11 +131,11 @@ def load_item(path: Path) -> AudioItem:
     from harness.metrics import load_uem, reference_for, uem_for
     from mlx_diar.runtime.audio import load_audio
 
-    item = AudioItem(path=path, uri=path.stem, waveform=load_audio(path))
+    item = AudioItem(path=path, uri=rttm_uri(path.stem), waveform=load_audio(path))
     rttm, uem = path.with_suffix(".rttm"), path.with_suffix(".uem")
     if rttm.is_file():
-        item.reference = reference_for(rttm, item.uri)
-    item.uem = load_uem(uem, item.uri) if uem.is_file() else uem_for(item.duration)
+        item.reference = reference_for(rttm, path.stem)
+    item.uem = load_uem(uem, path.stem) if uem.is_file() else uem_for(item.duration)
     return item
 
 
@@ -144,9 +144,10 @@ def collect_audio(audio: list[Path] | None, dataset: Path | None) -> list[AudioI
     paths = audio_paths(audio, dataset)
     seen: dict[str, Path] = {}
     for path in paths:
-        if path.stem in seen:
-            raise OptionError(f"{path}: same name as {seen[path.stem]}; each file's name is its uri in the reports")
-        seen[path.stem] = path
+        uri = rttm_uri(path.stem)
+        if uri in seen:
+            raise OptionError(f"{path}: same name as {seen[uri]}; each file's name is its uri in the reports")
+        seen[uri] = path
     return [load_item(path) for path in paths]
 
 
@@ -582,10 +583,8 @@ def sensitivity_map(items: list[AudioItem], checkpoint: str | None, dtypes: tupl
 
 def sensitivity_main(argv: list[str] | None = None) -> int:
     """`python -m harness sensitivity`: the map alone, into --out (sensitivity.csv, sensitivity.md)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m harness sensitivity",
-                                     description="Precision-sensitivity map of the model blocks (docs/precision.md)")
+    parser = ArgumentParser(prog="python -m harness sensitivity",
+                            description="Precision-sensitivity map of the model blocks (docs/precision.md)")
     parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
     parser.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (default: the sample)")
     parser.add_argument("--dtype", nargs="+", choices=("float16", "bfloat16"), default=["float16", "bfloat16"])
@@ -619,9 +618,7 @@ def first_failure(layers: list[LayerRow], pipeline: list[PipelineRow]) -> list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m harness compare", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m harness compare", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="HF id or pipeline directory (default: offline fixture)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--audio", nargs="+", type=Path, default=None, help="audio files (RTTM beside them is used)")
@@ -630,9 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
     parser.add_argument("--subset", default="test", help="protocol subset: train, development, test")
     parser.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    parser.add_argument("--workers", type=bounded_number(1, integer=True), default=None,
+                        help="worker processes (default: cores)")
     parser.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
-    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores/workers)")
+    parser.add_argument("--threads", type=bounded_number(1, integer=True), default=None,
+                        help="threads per worker (default: cores/workers)")
     parser.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "all"), default="float32")
     parser.add_argument("--quantize", type=int, choices=(4, 8), default=None)
@@ -656,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.fixtures import FixtureError
 
     try:
-        return _compare(args, sys.argv[1:] if argv is None else argv)
+        with warnings_as_lines(AudioWarning):
+            return _compare(args, sys.argv[1:] if argv is None else argv)
     except (MlxDiarError, FixtureError) as e:
         if args.debug:
             raise
@@ -725,11 +725,11 @@ def _compare(args, argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------- corpus
 def item_for(entry: CorpusEntry):
     """The `harness.compare.AudioItem` of an entry: waveform, reference (RTTM or protocol) and scored region."""
-    from harness.metrics import load_uem, reference_for, uem_for
+    from harness.metrics import load_uem, named, reference_for, uem_for
     from mlx_diar.runtime.audio import load_audio
 
-    item = AudioItem(path=entry.audio, uri=entry.uri, waveform=load_audio(entry.audio))
-    item.reference = entry.annotation if entry.annotation is not None else (
+    item = AudioItem(path=entry.audio, uri=rttm_uri(entry.uri), waveform=load_audio(entry.audio))
+    item.reference = named(entry.annotation, entry.uri) if entry.annotation is not None else (
         reference_for(entry.rttm, entry.uri) if entry.rttm is not None else None)
     if entry.annotated is not None:
         item.uem = entry.annotated

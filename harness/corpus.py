@@ -55,10 +55,11 @@ def records_diarizations(out: Path, records: list[dict[str, Any]]) -> dict[str, 
     """{uri: harness.rows.Diarizations} read back from the RTTMs the records wrote (for report.html)."""
     from harness.metrics import load_rttm
     from harness.rows import Diarizations
+    from mlx_diar.runtime.audio import rttm_uri
     from pyannote.core import Annotation
 
-    def read(name: str, uri: str):
-        path = out / name
+    def read(name: str, uri: str):  # the RTTMs name each recording by its RTTM-safe uri
+        path, uri = out / name, rttm_uri(uri)
         return load_rttm(path).get(uri, Annotation(uri=uri)) if path.is_file() else None
 
     diarizations = {}

@@ -122,6 +122,11 @@ def file_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (rank[r["file"]], sides.index(r["side"])))
 
 
+def _text(value: Any) -> str:
+    """Text for one Markdown line or table cell: whitespace (newlines) folded, `|` escaped."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     def cell(value: Any, column: str) -> str:
         if isinstance(value, float):
@@ -130,7 +135,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
             if column.startswith(("der", "jer", "missed", "false", "confusion")):
                 return f"{value:.2%}"
             return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
-        return "-" if value is None else str(value)
+        return "-" if value is None else _text(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c), c) for c in columns) + " |" for row in rows]
@@ -166,7 +171,7 @@ def corpus_markdown(records: list[dict[str, Any]], run_line: str, worst: int = 2
         lines.append("")
     if failed:
         lines += [f"## Failed recordings ({len(failed)})", ""]
-        lines += [f"- `{r['uri']}`: {r.get('error')}" for r in failed]
+        lines += [f"- `{_text(r['uri'])}`: {_text(r.get('error'))}" for r in failed]
         lines.append("")
     return "\n".join(lines)
 

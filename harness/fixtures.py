@@ -237,8 +237,12 @@ def build(root: Path) -> Path:
     from harness.synth import split_markdown
     from reference.seeded import EMBEDDING_SEED
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    except OSError as e:
+        raise FixtureError(f"{root.parent}: cannot build the fixture pipeline there ({e.strerror or e}); set "
+                           "MLX_DIAR_CACHE to a writable directory") from None
     work.chmod(umask_mode(0o777))
     try:
         for asset in REAL_ASSETS:

@@ -176,11 +176,10 @@ def curve_table(frame: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The peak-RSS curve of the MLX pipeline alone (float32) on synthetic conversations of several lengths."""
-    import argparse
-
+    from mlx_diar.errors import ArgumentParser
     from mlx_diar.runtime.pipeline import EMBEDDING_MODES
 
-    parser = argparse.ArgumentParser(prog="python -m harness memory", description=main.__doc__)
+    parser = ArgumentParser(prog="python -m harness memory", description=main.__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0, 60.0])
     parser.add_argument("--embedding-mode", choices=EMBEDDING_MODES, default="exact")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")

@@ -58,16 +58,30 @@ def load_rttm(path: str | Path) -> dict[str, Any]:
     return annotations
 
 
+def named(annotation, uri: str):
+    """A copy of `annotation` named by `uri` made RTTM-safe (`mlx_diar.runtime.audio.rttm_uri`): what the
+    harness writes and scores, whatever characters the recording's name holds."""
+    from mlx_diar.runtime.audio import rttm_uri
+
+    annotation = annotation.copy()
+    annotation.uri = rttm_uri(uri)
+    return annotation
+
+
 def reference_for(path: str | Path, uri: str):
-    """The reference Annotation of `uri` in the RTTM file `path`; `AnnotationError` when it has none."""
+    """The reference Annotation of `uri` (or of its RTTM-safe form) in the RTTM file `path`, `named` by the
+    RTTM-safe uri; `AnnotationError` when it has none."""
+    from mlx_diar.runtime.audio import rttm_uri
+
     annotations = load_rttm(path)
     if not annotations:
         raise AnnotationError(f"{path}: no SPEAKER turns (an empty reference cannot name its recording {uri!r})")
-    if uri not in annotations:
+    key = uri if uri in annotations else rttm_uri(uri)
+    if key not in annotations:
         found = ", ".join(repr(u) for u in sorted(annotations)[:5]) + (", ..." if len(annotations) > 5 else "")
         raise AnnotationError(f"{path}: no turns for {uri!r}, the audio file's name (it has {found}); "
                               f"an RTTM's uri must be its audio file's name without extension")
-    return annotations[uri]
+    return named(annotations[key], uri)
 
 
 def score(reference, hypothesis, uem) -> dict[str, float]:
@@ -109,10 +123,13 @@ class Accumulator:
 
 
 def load_uem(path: str | Path, uri: str):
-    """The scored regions of `uri` from a UEM file (`uri channel start end` per line), each line checked."""
+    """The scored regions of `uri` (or of its RTTM-safe form) from a UEM file (`uri channel start end` per
+    line), each line checked."""
+    from mlx_diar.runtime.audio import rttm_uri
     from pyannote.core import Segment, Timeline
 
     path = Path(path)
+    names = {uri, rttm_uri(uri)}
     segments = []
     for lineno, line in enumerate(_read_lines(path), start=1):
         fields = line.split()
@@ -123,7 +140,7 @@ def load_uem(path: str | Path, uri: str):
         start, end = _number(path, lineno, "start", fields[2]), _number(path, lineno, "end", fields[3])
         if end <= start:
             raise AnnotationError(f"{path}:{lineno}: end {fields[3]} is not after start {fields[2]}")
-        if fields[0] == uri:
+        if fields[0] in names:
             segments.append(Segment(start, end))
     if not segments:
         raise AnnotationError(f"{path}: no UEM segment for {uri!r}, the audio file's name")

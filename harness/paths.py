@@ -20,11 +20,15 @@ class FixtureError(MlxDiarError, RuntimeError):
 
 
 def cache_root() -> Path:
-    """`$MLX_DIAR_CACHE`, else `$XDG_CACHE_HOME/mlx-diar`, else `~/.cache/mlx-diar`."""
+    """`$MLX_DIAR_CACHE`, else `$XDG_CACHE_HOME/mlx-diar`, else `~/.cache/mlx-diar`; FixtureError when
+    it exists and is not a directory."""
     if os.environ.get("MLX_DIAR_CACHE"):
-        return Path(os.environ["MLX_DIAR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mlx-diar"
+        root, source = Path(os.environ["MLX_DIAR_CACHE"]), "MLX_DIAR_CACHE="
+    else:
+        root, source = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx-diar", ""
+    if root.exists() and not root.is_dir():
+        raise FixtureError(f"{source}{root}: the cache is not a directory; set MLX_DIAR_CACHE to a directory")
+    return root
 
 
 def fixture_location() -> Path:

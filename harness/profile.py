@@ -20,7 +20,6 @@ On the CPU in float32 the segmentation model's rows are its NumPy forward in thi
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import sys
@@ -32,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 import mlx_diar  # noqa: F401  (first: loads OpenBLAS before anything imports mlx)
+from mlx_diar.errors import ArgumentParser
 
 
 @dataclass
@@ -299,7 +299,7 @@ def sync_report(kernels: str, seconds: float | None = None, segmentation_batch: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness profile", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m harness profile", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8, help="10 s chunks per batch (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best is kept (default 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,

@@ -10,12 +10,11 @@ import math
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from mlx_diar.runtime.audio import AudioWarning, closing_audio, open_audio, rttm_uri
-from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, report
-from mlx_diar.fsutil import atomic_write, writable_dir
+from mlx_diar.errors import USER_ERRORS, ArgumentParser, OptionError, bounded_number, report, warnings_as_lines
+from mlx_diar.fsutil import TextOutput, atomic_write, check_output_file, file_stem, writable_dir
 
 
 def doctor() -> int:
@@ -56,21 +55,6 @@ def _parse_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _number(low: float, integer: bool = False, strict: bool = False):
-    """argparse type: a finite number >= low (> low when strict); integers when `integer`."""
-    def parse(text: str):
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            bound = f" {'>' if strict else '>='} {low:g}" if math.isfinite(low) else ""
-            raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text!r}")
-        return value
-    return parse
-
-
 def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """Constructor parameters and hyper-parameters given on the command line."""
     params: dict = {}
@@ -93,22 +77,10 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     return params, hyper
 
 
-def _writable_file(path: Path) -> Path:
-    """Check before any inference that `path` can be written (parent created if missing)."""
-    if path.is_dir():
-        raise OptionError(f"--rttm {path}: is a directory")
-    writable_dir(path.parent, f"--rttm {path}")
-    return path
-
-
-
 def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str:
     """Diarize one file; returns its RTTM text. Audio warnings (clipping, silence) go to stderr as one line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AudioWarning)
+    with warnings_as_lines(AudioWarning):
         waveform = open_audio(path)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
     with closing_audio(waveform):
         output = pipeline.apply(waveform, uri=uri, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                                 max_speakers=args.max_speakers, progress=_progress(path, len(waveform)))
@@ -119,9 +91,11 @@ def diarize_one(pipeline, path: Path, uri: str, args: argparse.Namespace) -> str
 def diarize(args: argparse.Namespace) -> int:
     """Diarize each file, writing its RTTM as soon as it is ready; a failed file does not stop the others.
 
-    Options and output paths are checked before any inference. `--rttm FILE` is rewritten
-    atomically after each file with every result so far; `--rttm-dir DIR` gets `DIR/<uri>.rttm`
-    per recording; without either, RTTM goes to stdout. Exit status 1 if any file failed.
+    Options and output paths are checked before any inference. `--rttm` (`fsutil.TextOutput`) is a
+    regular file rewritten atomically after each file with every result so far (a symlink's target is
+    rewritten, the link kept), or `-`, a FIFO or a character device written through; an input
+    file is never an output. `--rttm-dir DIR` gets `DIR/<uri>.rttm` per recording; without
+    either, RTTM goes to stdout. Exit status 1 if any file failed.
     """
     import json
 
@@ -130,8 +104,6 @@ def diarize(args: argparse.Namespace) -> int:
     try:
         set_num_speakers(args.num_speakers, args.min_speakers, args.max_speakers)
         params, hyper = _overrides(args)
-        if args.rttm is not None:
-            _writable_file(args.rttm)
         if args.rttm_dir is not None:
             writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
         from mlx_diar.conversion.hub import resolve_model
@@ -139,30 +111,27 @@ def diarize(args: argparse.Namespace) -> int:
         args.model = resolve_model(args.model)  # a pyannote pipeline is converted once, then cached
         if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
             return diarize_corpus(args, params, hyper)
+        output = TextOutput(args.rttm if args.rttm is not None else "-", "--rttm", inputs=args.audio)
         pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
                                               hyper_parameters=hyper, kernels=args.kernels, compute=args.compute)
     except (*USER_ERRORS, ValueError, RuntimeError) as e:  # ValueError/RuntimeError: parameters, device
         return report(e, args.debug)
     if args.print_params:
         print(json.dumps(pipeline.parameters(), indent=2), file=sys.stderr)
-    written: list[str] = []
     taken: set[str] = set()
     failed = 0
-    for path in args.audio:
-        uri = rttm_uri(path.stem, taken)
-        try:
-            text = diarize_one(pipeline, path, uri, args)
-            if args.rttm_dir is not None:
-                atomic_write(args.rttm_dir / f"{uri}.rttm", text)
-            if args.rttm is not None:
-                written.append(text)
-                atomic_write(args.rttm, "".join(written))
-            if args.rttm is None and args.rttm_dir is None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-        except Exception as e:  # one bad file: one line, the others go on
-            failed += 1
-            report(e, args.debug, context="" if isinstance(e, USER_ERRORS) else f"{path}: {type(e).__name__}: ")
+    with output:
+        for path in args.audio:
+            uri = rttm_uri(path.stem, taken)
+            try:
+                text = diarize_one(pipeline, path, uri, args)
+                if args.rttm_dir is not None:
+                    atomic_write(check_output_file(args.rttm_dir / f"{file_stem(uri)}.rttm", args.audio), text)
+                if args.rttm is not None or args.rttm_dir is None:
+                    output.add(text)
+            except Exception as e:  # one bad file: one line, the others go on
+                failed += 1
+                report(e, args.debug, context="" if isinstance(e, USER_ERRORS) else f"{path}: {type(e).__name__}: ")
     if failed:
         print(f"error: {failed} of {len(args.audio)} files failed", file=sys.stderr)
     return 1 if failed else 0
@@ -222,15 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--protocol", default=None, help="pyannote.database DB.SpeakerDiarization.NAME")
     d.add_argument("--subset", default="test", help="protocol subset: train, development, test")
     d.add_argument("--database", type=Path, default=None, help="database.yml for --protocol")
-    d.add_argument("--workers", type=_number(1, integer=True), default=None, help="worker processes (default: cores)")
+    d.add_argument("--workers", type=bounded_number(1, integer=True), default=None,
+                   help="worker processes (default: cores)")
     d.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run the workers on a Ray cluster")
-    d.add_argument("--threads", type=_number(1, integer=True), default=None, help="threads per worker")
+    d.add_argument("--threads", type=bounded_number(1, integer=True), default=None, help="threads per worker")
     d.add_argument("--redo", action="store_true", help="redo recordings finished by an earlier run")
     d.add_argument("--model", required=True, metavar="SOURCE",
                    help="converted 'full' model directory or its Hugging Face id, or a pyannote pipeline "
                         "(directory or Hugging Face id), converted on first use and cached")
     d.add_argument("--rttm", type=Path, default=None,
-                   help="write all RTTM here, rewritten (atomically) after each file (default: stdout)")
+                   help="write all RTTM here: a file rewritten (atomically) after each file, or - (stdout), a "
+                        "FIFO or a character device written through (default: stdout)")
     d.add_argument("--rttm-dir", type=Path, default=None, help="write DIR/<uri>.rttm for each file")
     d.add_argument("--exclusive", action="store_true", help="exclusive diarization (no overlapping turns)")
     d.add_argument("--num-speakers", type=int, default=None)
@@ -244,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="how a reduced or quantized model computes: native (as stored, what a GPU runs), "
                         "float32 (weights expanded at load), auto (default): float32 on the CPU, native "
                         "elsewhere (docs/precision.md)")
-    d.add_argument("--threshold", type=_number(-math.inf), default=None, help="clustering threshold")
-    d.add_argument("--fa", type=_number(0, strict=True), default=None, help="VBx Fa (> 0)")
-    d.add_argument("--fb", type=_number(0, strict=True), default=None, help="VBx Fb (> 0)")
-    d.add_argument("--min-duration-off", type=_number(0), default=None)
-    d.add_argument("--segmentation-batch-size", type=_number(1, integer=True), default=None)
-    d.add_argument("--embedding-batch-size", type=_number(1, integer=True), default=None)
+    d.add_argument("--threshold", type=bounded_number(-math.inf), default=None, help="clustering threshold")
+    d.add_argument("--fa", type=bounded_number(0, strict=True), default=None, help="VBx Fa (> 0)")
+    d.add_argument("--fb", type=bounded_number(0, strict=True), default=None, help="VBx Fb (> 0)")
+    d.add_argument("--min-duration-off", type=bounded_number(0), default=None)
+    d.add_argument("--segmentation-batch-size", type=bounded_number(1, integer=True), default=None)
+    d.add_argument("--embedding-batch-size", type=bounded_number(1, integer=True), default=None)
     d.add_argument("--embedding-mode", choices=("exact", "sparse", "shared"), default=None,
                    help="exact (default): pyannote's output; sparse: the embedding trunk on every other "
                         "chunk, about twice as fast, not exact; shared: the trunk once per block of chunks, "

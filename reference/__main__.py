@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | None = None,
          prog: str = "python -m reference") -> int:
     """Run the CLI; `default_checkpoint` supplies `--checkpoint` when it is not given (else it is required)."""
-    from mlx_diar.errors import USER_ERRORS, ArgumentParser, report
+    from mlx_diar.errors import USER_ERRORS, ArgumentParser, report, warnings_as_lines
 
     parser = ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | 
     d.add_argument("--config", default=None,
                    help="another config file of the pipeline directory (a plain file name in it, checked like "
                         "config.yaml)")
-    d.add_argument("--rttm", type=Path, default=None, help="write RTTM here (default: stdout)")
+    d.add_argument("--rttm", type=Path, default=None,
+                   help="write RTTM here: a file (replaced atomically), - (stdout), a FIFO or a character device "
+                        "(default: stdout)")
     d.add_argument("--exclusive", action="store_true", help="write the exclusive diarization")
     d.add_argument("--bundle", type=Path, default=None, help="write every stage's results to this .npz")
     d.add_argument("--no-layers", action="store_true", help="do not record per-layer activations")
@@ -36,11 +38,16 @@ def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | 
     d.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
 
-    from mlx_diar.runtime.audio import load_audio, rttm_uri
-    from mlx_diar.fsutil import atomic_write
+    from mlx_diar.runtime.audio import AudioWarning, load_audio, rttm_uri
+    from mlx_diar.fsutil import TextOutput, check_output_file, writable_dir
 
-    try:
-        waveform = load_audio(args.audio)
+    try:  # outputs first: a bad one is refused before any inference
+        output = TextOutput(args.rttm if args.rttm is not None else "-", "--rttm", inputs=[args.audio])
+        if args.bundle is not None:
+            check_output_file(args.bundle, [args.audio])
+            writable_dir(args.bundle.parent, f"--bundle {args.bundle}")
+        with warnings_as_lines(AudioWarning):
+            waveform = load_audio(args.audio)
         checkpoint = args.checkpoint if args.checkpoint is not None else default_checkpoint()
         from reference.runner import load_pipeline, run_reference, save_bundle
 
@@ -48,11 +55,8 @@ def main(argv: list[str] | None = None, default_checkpoint: Callable[[], str] | 
         run = run_reference(pipeline, waveform, uri=rttm_uri(args.audio.stem), num_speakers=args.num_speakers,
                             min_speakers=args.min_speakers, max_speakers=args.max_speakers,
                             record_layers=not args.no_layers)
-        text = run.rttm(exclusive=args.exclusive)
-        if args.rttm:
-            atomic_write(args.rttm, text)
-        else:
-            sys.stdout.write(text)
+        with output:
+            output.add(run.rttm(exclusive=args.exclusive))
         if args.bundle:
             save_bundle(run, args.bundle)
     except USER_ERRORS as e:

@@ -177,8 +177,12 @@ class ModelTaps:
         self._handles: list = []
         if layer_items:
             # pyannote probes the embedding model with random inputs to find its minimum input
-            # length (cached); do it now so that the first recorded batch is a real one.
-            _ = pipeline._embedding.min_num_samples
+            # length (cached); do it now so that the first recorded batch is a real one. Its statistics
+            # pooling of the shortest probes warns from torch's std(): expected there, and harmless.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom is <= 0", category=UserWarning,
+                                        module=r"pyannote\.audio\.models\.blocks\.pooling")
+                _ = pipeline._embedding.min_num_samples
 
     def _keep_scores(self, module, inputs, output) -> None:
         self.raw_scores.append(output.detach().float().numpy())

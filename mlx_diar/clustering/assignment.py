@@ -7,6 +7,7 @@ classes share.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -108,12 +109,16 @@ def assign_embeddings(
 def single_cluster(
     embeddings: np.ndarray, train_embeddings: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Everything in cluster 0: pyannote's answer when there is nothing to cluster."""
+    """Everything in cluster 0: pyannote's answer when there is nothing to cluster (its centroid, the mean
+    of no training embedding, is NaN as pyannote's, without NumPy's empty-mean warnings)."""
     num_chunks, num_speakers, _ = embeddings.shape
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+        centroid = np.mean(train_embeddings, axis=0, keepdims=True)
     return (
         np.zeros((num_chunks, num_speakers), dtype=np.int8),
         np.ones((num_chunks, num_speakers, 1)),
-        np.mean(train_embeddings, axis=0, keepdims=True),
+        centroid,
     )
 
 

@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+import zipfile
 from os import PathLike
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from mlx_diar.clustering.vbx import l2_norm, vbx_setup
+from mlx_diar.errors import CheckpointError
+
+# community-1's PLDA files and the arrays each holds
+PLDA_NPZ = {"xvec_transform.npz": ("mean1", "mean2", "lda"), "plda.npz": ("mu", "tr", "psi")}
+
+
+def check_plda_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The six PLDA arrays as float64; ValueError naming the array when one is missing, not a finite
+    real array, or shaped unlike the others: mean1 (D,), lda (D, L), mean2, mu, psi (L,), tr (L, L)."""
+    out = {}
+    for name in (name for names in PLDA_NPZ.values() for name in names):
+        if name not in arrays:
+            raise ValueError(f"array {name!r} is missing")
+        value = np.asarray(arrays[name])
+        if value.dtype.kind not in "fiu":
+            raise ValueError(f"array {name!r} holds {value.dtype}, not numbers")
+        out[name] = value.astype(np.float64)
+        if not np.isfinite(out[name]).all():
+            raise ValueError(f"array {name!r} holds NaN or infinite values")
+    if out["lda"].ndim != 2:
+        raise ValueError(f"array 'lda' has shape {out['lda'].shape}, expected 2 dimensions")
+    dim, lda_dim = out["lda"].shape
+    expected = {"mean1": (dim,), "mean2": (lda_dim,), "mu": (lda_dim,), "psi": (lda_dim,), "tr": (lda_dim, lda_dim)}
+    for name, shape in expected.items():
+        if out[name].shape != shape:
+            raise ValueError(f"array {name!r} has shape {out[name].shape}, expected {shape} (lda is {dim}x{lda_dim})")
+    return out
+
+
+def _read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in names if k not in data.files]
+            if missing:
+                raise CheckpointError(f"{path}: missing arrays {missing}")
+            return {k: data[k] for k in names}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not an npz, object arrays (pickle)
+        raise CheckpointError(f"{path}: cannot read PLDA arrays ({' '.join(str(e).split())})") from None
+
+
+def read_plda_npz(transform_npz: str | PathLike, plda_npz: str | PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an xvec_transform.npz and a plda.npz, read without pickle and checked
+    (`check_plda_arrays`); CheckpointError naming the file and the problem."""
+    arrays: dict[str, np.ndarray] = {}
+    for path, names in zip((Path(transform_npz), Path(plda_npz)), PLDA_NPZ.values()):
+        arrays.update(_read_npz(path, names))
+    try:
+        return check_plda_arrays(arrays)
+    except ValueError as e:
+        raise CheckpointError(f"{transform_npz} + {plda_npz}: {e}") from None
 
 
 class PLDA:
@@ -34,11 +87,9 @@ class PLDA:
     def from_npz(
         cls, transform_npz: str | PathLike, plda_npz: str | PathLike, lda_dimension: int = 128
     ) -> PLDA:
-        """Load from `xvec_transform.npz` and `plda.npz` (as `vbx_setup` reads them)."""
-        x, p = np.load(transform_npz), np.load(plda_npz)
-        return cls(
-            x["mean1"], x["mean2"], x["lda"], p["mu"], p["tr"], p["psi"], lda_dimension
-        )
+        """Load from `xvec_transform.npz` and `plda.npz` (as `vbx_setup` reads them), checked."""
+        a = read_plda_npz(transform_npz, plda_npz)
+        return cls(a["mean1"], a["mean2"], a["lda"], a["mu"], a["tr"], a["psi"], lda_dimension)
 
     @property
     def phi(self) -> np.ndarray:

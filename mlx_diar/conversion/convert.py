@@ -11,7 +11,6 @@ for `full`, `plda.safetensors`; with `--parity-report` a model card (README.md),
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -22,10 +21,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlx_diar.clustering.plda import read_plda_npz
 from mlx_diar.conversion import precision
 from mlx_diar.conversion import quantize as quantize_module
 from mlx_diar.conversion.checkpoint import read_checkpoint, sha256sum
-from mlx_diar.errors import USER_ERRORS, CheckpointError, OptionError, report
+from mlx_diar.errors import USER_ERRORS, ArgumentParser, CheckpointError, OptionError, report
 from mlx_diar.fsutil import atomic_directory, atomic_path, atomic_write, check_directory_target
 from mlx_diar.conversion.model_io import ARCHITECTURES, DEFAULT_SHARD_SIZE, FORMAT_VERSION, PLDA_FILE, build_model, save_weights
 from mlx_diar.provenance import package_versions
@@ -49,8 +49,15 @@ def _convert_one(path: Path, role: str, fold_bn: bool) -> tuple[dict[str, Any], 
     arch = ARCHITECTURES[info.klass]
     if arch.role != role:
         raise CheckpointError(f"{path}: holds a {arch.role} model ({info.klass}), expected a {role} model")
+    for name, value in info.state_dict.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
     config = arch.config_from_checkpoint(info, fold_bn=fold_bn)
-    weights = arch.model.sanitize(info.state_dict, config)
+    try:
+        weights = arch.model.sanitize(info.state_dict, config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {' '.join(str(e).split())}") from None
     entry = {
         "class": info.klass,
         "mirrors": f"{info.module}.{info.klass}",
@@ -61,18 +68,7 @@ def _convert_one(path: Path, role: str, fold_bn: bool) -> tuple[dict[str, Any], 
 
 
 def _plda_arrays(plda_dir: Path) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    for name, keys in zip(PLDA_FILES, (("mean1", "mean2", "lda"), ("mu", "tr", "psi"))):
-        path = plda_dir / name
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in keys if k not in data.files]
-                if missing:
-                    raise CheckpointError(f"{path}: missing arrays {missing}")
-                arrays.update({k: np.asarray(data[k], dtype=np.float64) for k in keys})
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot read PLDA arrays ({e})") from None
-    return arrays
+    return read_plda_npz(*(plda_dir / name for name in PLDA_FILES))
 
 
 def _check_output(mlx_path: Path, sources: list[Path], force: bool) -> None:
@@ -236,7 +232,7 @@ def convert_pyannote_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlx_diar.convert", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m mlx_diar.convert", description=__doc__.split("\n")[0])
     parser.add_argument("--pytorch-path", required=True, help="HF id, pipeline directory or checkpoint file")
     parser.add_argument("--mlx-path", required=True, help="output directory")
     parser.add_argument("--model-type", choices=MODEL_TYPES, default="full")

@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_diar.clustering.plda import check_plda_arrays
 from mlx_diar.conversion import precision, quantize
 from mlx_diar.errors import ModelDirError
 from mlx_diar.fsutil import atomic_path, atomic_write
@@ -93,6 +94,7 @@ def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], w
         diff = sorted(p for p in set(recorded) | set(found) if recorded.get(p) != found.get(p))
         raise ModelDirError(f"{where}: {role} quantized weights differ from config.json's record at {diff[:5]}")
     policy = precision.from_config(config, str(where / "config.json"))
+    _check_dtypes(role, weights, found, policy, where)
     if compute == "float32":
         weights, policy = quantize.expand(model, found, weights), precision.uniform("float32")
     else:
@@ -105,6 +107,37 @@ def load_role(config: dict[str, Any], role: str, weights: dict[str, mx.array], w
     model.eval()
     mx.eval(model.parameters())
     return model
+
+
+_FLOATS = (mx.float32, mx.float16, mx.bfloat16)
+
+
+def _check_dtypes(role: str, weights: dict[str, mx.array], found: dict[str, dict[str, Any]],
+                  policy: precision.Policy, where: Path) -> None:
+    """Each tensor stored in the dtype config.json says (its block's precision; a quantized unit's packed
+    weight uint32, its scales and biases floating): a relabelled tensor would be read as garbage.
+    Shapes are checked by the strict load that follows, unknown keys too."""
+    for key, value in weights.items():
+        unit, _, leaf = key.rpartition(".")
+        if unit in found:
+            allowed = (mx.uint32,) if leaf == "weight" else _FLOATS
+        else:
+            try:
+                allowed = (precision.DTYPES[policy[role][precision.block_of(role, key)].weights],)
+            except ValueError:
+                continue
+        if value.dtype not in allowed:
+            want = " or ".join(str(d).removeprefix("mlx.core.") for d in allowed)
+            raise ModelDirError(f"{_file_of(where, f'{role}.{key}')}: tensor {role}.{key} is stored as "
+                                f"{str(value.dtype).removeprefix('mlx.core.')}, config.json says {want}")
+
+
+def _file_of(directory: Path, key: str) -> Path:
+    """The weight file holding tensor `key` (for messages)."""
+    try:
+        return directory / json.loads((directory / INDEX_FILE).read_text())["weight_map"][key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return directory / WEIGHTS_FILE
 
 
 def save_weights(directory: Path, arrays: dict[str, mx.array], dtype: str, shard_size: int) -> list[str]:
@@ -164,9 +197,13 @@ def load_weights(directory: Path) -> dict[str, mx.array]:
         if not path.is_file():
             raise ModelDirError(f"{path}: shard listed in {INDEX_FILE} is missing")
         try:
-            weights.update(mx.load(str(path)))
+            shard = mx.load(str(path))
         except Exception as e:  # corrupt file
             raise ModelDirError(f"{path}: cannot read weights ({e})") from None
+        for key, value in shard.items():
+            if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
+                raise ModelDirError(f"{path}: tensor {key} holds NaN or infinite values")
+        weights.update(shard)
     return weights
 
 
@@ -314,7 +351,9 @@ def load_model(path: str | Path, compute: str = "native") -> MLXModels:
         from safetensors.numpy import load_file
 
         try:
-            models.plda = load_file(str(plda_path))
+            models.plda = check_plda_arrays(load_file(str(plda_path)))
         except (OSError, SafetensorError) as e:
             raise ModelDirError(f"{plda_path}: cannot read the PLDA arrays ({e})") from None
+        except ValueError as e:
+            raise ModelDirError(f"{plda_path}: {e}") from None
     return models

@@ -226,6 +226,7 @@ def stage_pipeline(source: Any, dest: Path) -> Path:
     vetted bytes are the ones pyannote reads), and config.yaml is rebuilt from the checked
     config with `$model/segmentation`, `$model/embedding` and `$model/plda`.
     """
+    from mlx_diar.clustering.plda import read_plda_npz
     from mlx_diar.fsutil import atomic_write
 
     where = source.config_path
@@ -241,6 +242,10 @@ def stage_pipeline(source: Any, dest: Path) -> Path:
     (dest / "plda").mkdir(exist_ok=True)
     for name in PLDA_FILES:
         shutil.copyfile(source.plda / name, dest / "plda" / name)
+    try:  # numeric, finite, consistent arrays (no pickle): pyannote would fail on them with a traceback
+        read_plda_npz(*(dest / "plda" / name for name in PLDA_FILES))
+    except CheckpointError as e:
+        raise CheckpointError(str(e).replace(str(dest / "plda"), str(source.plda))) from None
     config = copy.deepcopy(source.config)
     config["pipeline"].setdefault("params", {}).update({role: f"{MODEL_PREFIX}{role}" for role in MODEL_ENTRIES})
     atomic_write(dest / "config.yaml", yaml.safe_dump(config, sort_keys=False))

@@ -330,6 +330,7 @@ class PyanNet(nn.Module):
         unknown: list[str] = []
         missing: list[str] = []
         sinc: dict[str, np.ndarray] = {}
+        broken: list[str] = []  # source tensors whose shapes cannot be combined
         lstm_bias: dict[str, dict[str, np.ndarray]] = {}
         for key, value in state_dict.items():
             value = np.asarray(value, dtype=np.float32)
@@ -339,7 +340,7 @@ class PyanNet(nn.Module):
             lstm = _lstm_key(key, config.lstm_monolithic)
             if lstm is None:
                 name = key
-                if re.fullmatch(r"sincnet\.conv1d\.\d+\.weight", key):
+                if re.fullmatch(r"sincnet\.conv1d\.\d+\.weight", key) and value.ndim == 3:  # else a mismatch
                     value = value.transpose(0, 2, 1)
             elif lstm[1] == "bias":
                 lstm_bias.setdefault(lstm[0] + ".bias", {})[lstm[2]] = value
@@ -354,8 +355,11 @@ class PyanNet(nn.Module):
         sinc_parts = ("low_hz_", "band_hz_", "window_", "n_")
         unknown += [f"sincnet.conv1d.0.filterbank.{p}" for p in sinc if p not in sinc_parts]
         if all(p in sinc for p in sinc_parts):
-            filters = sinc_filters(*(sinc[p] for p in sinc_parts), sample_rate=config.sample_rate)
-            out["sincnet.conv1d.0.weight"] = filters.transpose(0, 2, 1)
+            try:
+                filters = sinc_filters(*(sinc[p] for p in sinc_parts), sample_rate=config.sample_rate)
+                out["sincnet.conv1d.0.weight"] = filters.transpose(0, 2, 1)
+            except ValueError:
+                broken += [f"sincnet.conv1d.0.filterbank.{p}: {sinc[p].shape}" for p in sinc_parts]
         else:
             missing += [f"sincnet.conv1d.0.filterbank.{p}" for p in sinc_parts if p not in sinc]
         reported = {"sincnet.conv1d.0.weight"}  # its missing sources are already listed
@@ -365,6 +369,9 @@ class PyanNet(nn.Module):
             elif len(parts) != 2:
                 missing += [f"{name} ({p})" for p in ("bias_ih", "bias_hh") if p not in parts]
                 reported.add(name)
+            elif parts["bias_ih"].shape != parts["bias_hh"].shape:
+                broken.append(f"{name}: bias_ih {parts['bias_ih'].shape} and bias_hh {parts['bias_hh'].shape}")
+                reported.add(name)
             else:
                 out[name] = parts["bias_ih"] + parts["bias_hh"]
         missing += sorted(set(expected) - set(out) - reported)
@@ -372,7 +379,7 @@ class PyanNet(nn.Module):
             f"{k}: {out[k].shape} vs expected {expected[k]}"
             for k in sorted(out)
             if k in expected and tuple(out[k].shape) != tuple(expected[k])
-        ]
+        ] + broken
         if unknown or missing or mismatched:
             raise ValueError(
                 "PyanNet state_dict does not match the config:"

@@ -368,7 +368,7 @@ class WeSpeakerResNet34(nn.Module):
                 unknown.append(key)
                 continue
             value = np.asarray(value)
-            weights[key] = value.transpose(0, 2, 3, 1) if _CONV_KEY.search(key) else value
+            weights[key] = value.transpose(0, 2, 3, 1) if _CONV_KEY.search(key) and value.ndim == 4 else value
         missing = sorted(set(expected) - set(weights))
         mismatched = [
             f"{k}: {weights[k].shape} != {tuple(expected[k].shape)}"

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +21,8 @@ from mlx_diar.errors import OptionError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 MANIFEST_KEYS = {"audio", "uri", "rttm", "uem"}
 SUBSETS = ("train", "development", "test")
+MAX_MANIFEST_BYTES = 1 << 30  # a million recordings at ~1 kB a line
+MAX_MANIFEST_LINE = 1 << 16  # four long paths and a uri
 
 
 def _flat(error: BaseException) -> str:
@@ -72,10 +77,7 @@ def from_manifest(path: str | Path) -> list[CorpusEntry]:
     defaults to the audio file's stem.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise OptionError(f"--manifest {path}: cannot read ({e})") from None
+    lines = _manifest_lines(path)
     entries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -108,6 +110,47 @@ def from_manifest(path: str | Path) -> list[CorpusEntry]:
     return entries
 
 
+def _manifest_lines(path: Path) -> list[str]:
+    """The lines of a manifest: a regular file (not a device or FIFO, which may never end) of at most
+    MAX_MANIFEST_BYTES, each line at most MAX_MANIFEST_LINE bytes, UTF-8."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise OptionError(f"--manifest {path}: not a regular file")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise OptionError(f"--manifest {path}: {info.st_size} bytes, more than the {MAX_MANIFEST_BYTES} "
+                              "allowed; split the corpus")
+        lines = []
+        with open(path, "rb") as f:
+            while line := f.readline(MAX_MANIFEST_LINE + 1):
+                if len(line) > MAX_MANIFEST_LINE:
+                    raise OptionError(f"{path}:{len(lines) + 1}: line longer than {MAX_MANIFEST_LINE} bytes")
+                lines.append(line.decode("utf-8").rstrip("\r\n"))
+                if f.tell() > MAX_MANIFEST_BYTES:
+                    raise OptionError(f"--manifest {path}: grew past {MAX_MANIFEST_BYTES} bytes while read")
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionError(f"--manifest {path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    return lines
+
+
+def _checked_region(annotated: Any, where: str) -> Any:
+    """A protocol's scored region ("annotated"), refused when it is empty or has a segment that starts
+    before 0 or does not end after its start: nothing would be scored, and a score over 0 s passes."""
+    if annotated is None:
+        return None
+    segments = list(annotated)
+    bad = next((s for s in segments if not (0 <= s.start < s.end)), None)
+    if bad is not None or not segments:
+        problem = f"segment {bad.start:g}-{bad.end:g} s" if bad is not None else "no segment"
+        raise OptionError(f"{where}: annotated (the scored region) has {problem}: nothing could be scored")
+    return annotated
+
+
+# pyannote.database's known-harmless notices: a protocol defined again by `--database` (also found in
+# ./database.yml), and its own cropping of the annotation to the annotated region
+_PYANNOTE_DATABASE_NOTICES = (r"Replacing existing \S+ protocol", r'Existing precomputed key "annotation" has been')
+
+
 def from_protocol(name: str, subset: str = "test", database: str | Path | None = None) -> list[CorpusEntry]:
     """Entries of a pyannote.database protocol subset (e.g. "AMI.SpeakerDiarization.only_words", "test").
 
@@ -124,34 +167,38 @@ def from_protocol(name: str, subset: str = "test", database: str | Path | None =
         from pyannote.database import FileFinder, registry
     except ImportError:
         raise OptionError("--protocol needs pyannote.database (pip install pyannote.database)") from None
-    if database is not None:
-        if not Path(database).is_file():
-            raise OptionError(f"--database {database}: no such file")
-        try:
-            registry.load_database(str(database))
-        except Exception as e:  # yaml and registry errors have no common base class
-            raise OptionError(f"--database {database}: cannot load ({_flat(e)})") from None
-    try:
-        protocol = registry.get_protocol(name, preprocessors={"audio": FileFinder()})
-    except Exception as e:  # unknown database/task/protocol: KeyError, ValueError, AttributeError
-        raise OptionError(f"--protocol {name}: not found in the loaded database.yml files "
-                          f"({_flat(e)})") from None
-    entries = []
-    try:
-        for file in getattr(protocol, subset)():
-            uri = str(file["uri"])
+    with warnings.catch_warnings():
+        for message in _PYANNOTE_DATABASE_NOTICES:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning, module=r"pyannote\.database")
+        if database is not None:
+            if not Path(database).is_file():
+                raise OptionError(f"--database {database}: no such file")
             try:
-                audio = Path(file["audio"])
-            except Exception as e:  # FileFinder: FileNotFoundError/ValueError when the yml has no match
-                raise OptionError(f"--protocol {name} {subset} {uri}: audio not found "
-                                  f"({_flat(e)})") from None
-            entries.append(CorpusEntry(uri=uri, audio=audio, annotation=file["annotation"] if "annotation" in file
-                                       else None, annotated=file["annotated"] if "annotated" in file else None,
-                                       origin=f"{name} {subset} {uri}"))
-    except OptionError:
-        raise
-    except Exception as e:  # missing list files, unreadable RTTM/UEM inside pyannote.database
-        raise OptionError(f"--protocol {name} {subset}: cannot read ({_flat(e)})") from None
+                registry.load_database(str(database))
+            except Exception as e:  # yaml and registry errors have no common base class
+                raise OptionError(f"--database {database}: cannot load ({_flat(e)})") from None
+        try:
+            protocol = registry.get_protocol(name, preprocessors={"audio": FileFinder()})
+        except Exception as e:  # unknown database/task/protocol: KeyError, ValueError, AttributeError
+            raise OptionError(f"--protocol {name}: not found in the loaded database.yml files "
+                              f"({_flat(e)})") from None
+        entries = []
+        try:
+            for file in getattr(protocol, subset)():
+                uri = str(file["uri"])
+                try:
+                    audio = Path(file["audio"])
+                except Exception as e:  # FileFinder: FileNotFoundError/ValueError when the yml has no match
+                    raise OptionError(f"--protocol {name} {subset} {uri}: audio not found "
+                                      f"({_flat(e)})") from None
+                where = f"{name} {subset} {uri}"
+                annotated = _checked_region(file["annotated"] if "annotated" in file else None, where)
+                entries.append(CorpusEntry(uri=uri, audio=audio, annotated=annotated, origin=where,
+                                           annotation=file["annotation"] if "annotation" in file else None))
+        except OptionError:
+            raise
+        except Exception as e:  # missing list files, unreadable RTTM/UEM inside pyannote.database
+            raise OptionError(f"--protocol {name} {subset}: cannot read ({_flat(e)})") from None
     if not entries:
         raise OptionError(f"--protocol {name} {subset}: no files")
     return entries

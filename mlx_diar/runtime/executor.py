@@ -6,8 +6,12 @@ worker, `__call__(entry)` processes one recording and returns a JSON-able result
 recording's files and then its record (`records/<uri>.json`, the commit point) atomically under
 the output folder as soon as the recording finishes, so that:
 
-- a rerun skips recordings whose record is done with the same task fingerprint (unless `redo`);
-- a recording that fails becomes a record with its error and the run goes on;
+- a rerun skips recordings whose record is done with the same task fingerprint and the same input
+  contents (audio, and reference RTTM and UEM for a task that reads them; sha256 of each) and
+  whose files are all still there (unless `redo`);
+- a recording that fails becomes a record with its error and the run goes on; so does one whose
+  output file would replace a symlink or a non-regular file;
+- no output may be an input of the run (symlinks resolved): refused before anything runs;
 - Ctrl-C (or a killed run) leaves every finished recording usable.
 
 Each worker is told how many threads it may use (BLAS/OpenMP environment set before its
@@ -32,9 +36,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mlx_diar.cpu.blas import thread_environment
+from mlx_diar.runtime.audio import AudioWarning
 from mlx_diar.runtime.corpus import CorpusEntry
-from mlx_diar.errors import MlxDiarError, OptionError
-from mlx_diar.fsutil import atomic_write
+from mlx_diar.errors import MlxDiarError, OptionError, warnings_as_lines
+from mlx_diar.fsutil import atomic_write, check_output_file, file_stem
 
 RECORDS = "records"
 
@@ -43,10 +48,17 @@ class RecordingTask:
     """What to do with each recording. Subclasses set `fingerprint` and implement `setup` and `__call__`.
 
     `fingerprint` names everything a finished record depends on (model, variant, parameters):
-    a record made with another fingerprint is redone.
+    a record made with another fingerprint is redone. `reads_reference`: whether results depend on
+    the reference RTTM and UEM (their contents then join each record's input fingerprint).
     """
 
     fingerprint: str = ""
+    reads_reference: bool = True
+
+    def outputs(self, entry: CorpusEntry) -> list[str]:
+        """The files (relative to the output folder) a recording will write, when known before it runs:
+        checked up front against the inputs. Files not declared here are checked when committed."""
+        return []
 
     def setup(self, threads: int | None) -> None:
         """Load models once per worker; `threads` is this worker's share of the cores (None: all)."""
@@ -101,8 +113,49 @@ def fingerprint(parts: Any, files: list[Path] = ()) -> str:
 
 
 def record_name(uri: str) -> str:
-    """A file name for `uri` (uris may hold '/' or other characters a file name cannot)."""
-    return urllib.parse.quote(uri, safe="") or "%20"
+    """A file-name stem for `uri` (uris may hold '/' or other characters a file name cannot), percent-encoded
+    and, when that is too long for a file name, shortened with a hash (`fsutil.file_stem`)."""
+    return file_stem(urllib.parse.quote(uri, safe="") or "%20")
+
+
+def _annotation_digest(annotation: Any, annotated: Any) -> str:
+    """sha256 of a protocol's reference (turns and labels) and scored region, as given in memory."""
+    import hashlib
+
+    turns = [] if annotation is None else sorted(
+        (s.start, s.end, str(label)) for s, _, label in annotation.itertracks(yield_label=True))
+    region = [] if annotated is None else [(s.start, s.end) for s in annotated]
+    return hashlib.sha256(json.dumps([turns, region]).encode()).hexdigest()
+
+
+def input_fingerprint(entry: CorpusEntry, reference: bool = True) -> dict[str, str]:
+    """sha256 of what a recording's result depends on: its audio and (when `reference`) its RTTM, UEM or
+    the protocol's annotation. Content, not size or time: a file rewritten in place is noticed."""
+    from mlx_diar.conversion.checkpoint import sha256sum
+
+    def digest(path: Path) -> str:
+        try:
+            return sha256sum(path)
+        except OSError as e:  # the recording fails on its own when it reads the file
+            return f"unreadable ({e.strerror or e})"
+
+    digests = {"audio": digest(entry.audio)}
+    if reference:
+        for kind in ("rttm", "uem"):
+            if getattr(entry, kind) is not None:
+                digests[kind] = digest(getattr(entry, kind))
+        if entry.annotation is not None or entry.annotated is not None:
+            digests["protocol"] = _annotation_digest(entry.annotation, entry.annotated)
+    return digests
+
+
+def input_paths(entries: list[CorpusEntry]) -> set[str]:
+    """Every file the entries read, symlinks resolved: no output of the run may be one of them."""
+    return {os.path.realpath(p) for e in entries for p in (e.audio, e.rttm, e.uem) if p is not None}
+
+
+def _files_present(out: Path, record: dict[str, Any]) -> bool:
+    return all((out / name).is_file() for name in record.get("files") or ())
 
 
 def load_records(out: Path) -> dict[str, dict[str, Any]]:
@@ -144,7 +197,8 @@ def run_entry(task: RecordingTask, entry: CorpusEntry) -> dict[str, Any]:
     record: dict[str, Any] = {"uri": entry.uri, "audio": str(entry.audio), "fingerprint": task.fingerprint,
                               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
-        result = task(entry)
+        with warnings_as_lines(AudioWarning):  # clipped or silent audio: one line, the recording goes on
+            result = task(entry)
         record.update(status="done", error=None, duration_s=result.pop("duration_s", None), result=result)
     except Exception as e:  # fault isolation: any failure of one recording becomes its record
         record.update(status="failed", error=_one_line(e), traceback=traceback.format_exc(limit=-8), result=None)
@@ -152,21 +206,36 @@ def run_entry(task: RecordingTask, entry: CorpusEntry) -> dict[str, Any]:
     return record
 
 
-def _safe_relative(out: Path, name: str) -> Path:
-    target = (out / name).resolve()
-    if not target.is_relative_to(out.resolve()) or Path(name).parts[0] == RECORDS:
+def _safe_relative(out: Path, name: str, inputs: set[str] = frozenset()) -> Path:
+    """`out/name` for a result file: inside `out` (its folder resolved), not under its records, not a
+    symlink, a non-regular file or an input (`fsutil.check_output_file`)."""
+    target = out / name
+    if not target.parent.resolve().is_relative_to(out.resolve()) or Path(name).parts[0] == RECORDS:
         raise OptionError(f"result file {name!r} would be written outside {out} or over its records")
-    return target
+    return check_output_file(target, inputs)
 
 
-def commit(out: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Write the record's files, then the record itself (the commit point), each atomically."""
+def record_path(out: Path, uri: str) -> Path:
+    """Where the record of `uri` is written under `out`."""
+    return out / RECORDS / f"{record_name(uri)}.json"
+
+
+def commit(out: Path, record: dict[str, Any], inputs: set[str] = frozenset()) -> dict[str, Any]:
+    """Write the record's files, then the record itself (the commit point), each atomically.
+
+    A file that may not be written (a symlink, a non-regular file or an input there) fails the
+    recording instead: none of its files is written and the record says why."""
     files = (record.get("result") or {}).pop("files", None) or {}
+    try:
+        targets = {name: _safe_relative(out, name, inputs) for name in files}
+    except OptionError as e:
+        record.update(status="failed", error=_one_line(e), result=None)
+        targets, files = {}, {}
     for name, text in files.items():
-        atomic_write(_safe_relative(out, name), text)
+        atomic_write(targets[name], text)
     record["files"] = sorted(files)
     record["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    atomic_write(out / RECORDS / f"{record_name(record['uri'])}.json", json.dumps(record, indent=1, default=str))
+    atomic_write(record_path(out, record["uri"]), json.dumps(record, indent=1, default=str))
     return record
 
 
@@ -288,9 +357,41 @@ class _RayWorker:
         return run_entry(self.task, entry)
 
 
-def ray_connect(address: str) -> bool:
+RAY_CONNECT_SECONDS = 30.0
+# run in a child process: Ray's own connect, which retries an unreachable cluster for minutes; the alarm
+# (default action: terminate) ends the child even if its parent is gone
+_RAY_PROBE = ("import signal, sys; signal.alarm(int(float(sys.argv[2])) + 5); import ray; "
+              "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); ray.shutdown()")
+
+
+def probe_ray(address: str, timeout: float = RAY_CONNECT_SECONDS) -> None:
+    """OptionError (one line) unless a Ray cluster answers at `address` within `timeout` seconds.
+
+    First a TCP connection to its host:port (a refused or unroutable address answers at once),
+    then `ray.init` in a child process killed after `timeout`: this process never waits on Ray's
+    retries, and stays responsive to signals meanwhile."""
+    import subprocess
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)).close()
+        except OSError as e:
+            raise OptionError(f"--ray {address}: cannot connect ({e.strerror or e})") from None
+    try:
+        result = subprocess.run([sys.executable, "-c", _RAY_PROBE, address, str(timeout)], capture_output=True,
+                                text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OptionError(f"--ray {address}: no Ray cluster answered within {timeout:g} s") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise OptionError(f"--ray {address}: cannot connect ({lines[-1].strip() if lines else result.returncode})")
+
+
+def ray_connect(address: str, timeout: float = RAY_CONNECT_SECONDS) -> bool:
     """Connect Ray: `auto` joins the running cluster (`ray start --head`) if any, else starts a local one;
-    anything else is a cluster address. Returns whether this call initialised Ray."""
+    anything else is a cluster address, which must answer within `timeout` seconds (`probe_ray`).
+    Returns whether this call initialised Ray."""
     try:
         import ray
     except ImportError:
@@ -298,6 +399,8 @@ def ray_connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     options = {"logging_level": "ERROR", "log_to_driver": False}
+    if address != "auto":
+        probe_ray(address, timeout)
     try:
         if address == "auto":
             try:
@@ -369,14 +472,21 @@ def run_corpus(task: RecordingTask, entries: list[CorpusEntry], out: str | Path,
     A KeyboardInterrupt stops the run; what finished is kept, the summary says `interrupted`.
     """
     out = Path(out)
+    inputs = input_paths(entries)
+    for entry in entries:
+        for path in (record_path(out, entry.uri), *(out / name for name in task.outputs(entry))):
+            if os.path.realpath(path) in inputs:
+                raise OptionError(f"{path}: an output of this run is also one of its inputs "
+                                  f"({entry.origin or entry.audio}); choose another output folder")
     (out / RECORDS).mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     finished = load_records(out)
+    digests = {entry.uri: input_fingerprint(entry, task.reads_reference) for entry in entries}
     todo, kept = [], []
     for entry in entries:
         old = finished.get(entry.uri)
-        if (not redo and old is not None and old.get("status") == "done"
-                and old.get("fingerprint") == task.fingerprint):
+        if (not redo and old is not None and old.get("status") == "done" and old.get("fingerprint") ==
+                task.fingerprint and old.get("inputs") == digests[entry.uri] and _files_present(out, old)):
             kept.append({**old, "ran_now": False})
         else:
             todo.append(entry)
@@ -390,7 +500,8 @@ def run_corpus(task: RecordingTask, entries: list[CorpusEntry], out: str | Path,
     bar = _ProgressBar(todo) if progress and todo and sys.stderr.isatty() else None
 
     def finish(record: dict[str, Any]) -> None:
-        record = commit(out, record)
+        record["inputs"] = digests[record["uri"]]
+        record = commit(out, record, inputs)
         record["ran_now"] = True
         summary.records.append(record)
         if record["status"] == "done":
@@ -465,6 +576,8 @@ def _duration(path: Path) -> float:
 class DiarizeTask(RecordingTask):
     """`python -m mlx_diar diarize` on a corpus: the MLX pipeline loaded once per worker, one RTTM per recording."""
 
+    reads_reference = False  # a reference RTTM or UEM beside the audio does not change the result
+
     def __init__(self, model: str | Path, device: str = "cpu", params: dict | None = None,
                  hyper_parameters: dict | None = None, exclusive: bool = False,
                  speakers: dict[str, int | None] | None = None, kernels: str = "auto",
@@ -478,6 +591,9 @@ class DiarizeTask(RecordingTask):
                                         "hyper_parameters": self.hyper_parameters, "exclusive": exclusive,
                                         "speakers": self.speakers, "kernels": kernels, "compute": compute}, files)
         self.pipeline = None
+
+    def outputs(self, entry: CorpusEntry) -> list[str]:
+        return [f"{record_name(entry.uri)}.rttm"]
 
     def setup(self, threads: int | None) -> None:
         from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
@@ -494,4 +610,4 @@ class DiarizeTask(RecordingTask):
             output = self.pipeline.apply(waveform, uri=rttm_uri(entry.uri), **self.speakers)
         annotation = output.exclusive_speaker_diarization if self.exclusive else output.speaker_diarization
         return {"duration_s": len(waveform) / 16000, "speakers": len(annotation.labels()),
-                "timings": output.timings, "files": {f"{record_name(entry.uri)}.rttm": annotation.to_rttm()}}
+                "timings": output.timings, "files": {self.outputs(entry)[0]: annotation.to_rttm()}}

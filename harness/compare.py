@@ -550,7 +550,7 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun, exac
             out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
         if "embeddings" in ref.arrays and not variant.fast:
             row.embedding_min_cosine_own_masks = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
-            row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays)
+            row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays, out.stages)
     if item.reference is not None:
         s = score(item.reference, hypothesis, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]

@@ -421,7 +421,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         _frame_html(pipeline),
         *timelines,
         "<h2>3. Speed &amp; memory</h2>",
-        f'<p class="small">{_e(meta.get("warmup", ""))}</p>',
+        f'<p class="small">{_e(_timing_note(meta))}</p>',
         *timing_plots,
         _frame_html(timing),
         *([] if memory is None else ["<h3>Memory curve</h3>",

@@ -254,3 +254,26 @@ def test_memory_curve_goes_into_every_report(tmp_path):
     assert "| 60 | exact | 840 | +20.0% | 210 | 117 | 155 | 3600.0 |" in paths["summary.md"].read_text(encoding="utf-8")
     np.testing.assert_allclose(pd.read_csv(paths["memory.csv"])["growth_vs_first"], [0.0, 0.2])
     assert "Memory curve" in paths["report.html"].read_text(encoding="utf-8")
+
+
+def test_cached_pyannote_timing_and_repeats_are_said_in_every_report(tmp_path):
+    """A pyannote run taken from the reference cache is marked "cached" with its date in summary.md and
+    report.html; repeated MLX runs go to timing_runs.csv and the summary says medians of how many."""
+    from harness.compare import stage_runs, timing_summary
+
+    date = "2026-01-02T03:04:05+00:00"
+    runs = stage_runs(EVIL, "pyannote", "pyannote", dict.fromkeys(STAGES, 2.0), 900.0, 0, cached=date)
+    runs += [run for r in range(5) for run in stage_runs(EVIL, "float32", "mlx", dict.fromkeys(STAGES, 1.0 + r / 10),
+                                                         400.0, r)]
+    timing = timing_summary(runs, 30.0, warmup_runs=1)
+    meta = {**_meta(), "repeats": 5, "reference": {EVIL: {"cached": date}}}
+    pipeline = [row for row in _pipeline() if row.variant in ("pyannote", "float32")]
+    paths = write_reports(tmp_path, _layers(), pipeline, timing, meta, _diarizations(), runs=runs)
+    summary = paths["summary.md"].read_text(encoding="utf-8")
+    assert f"| 2.000 (cached) | {2 / 1.2:.2f}× |" in summary  # pyannote / the MLX median (1.2 s)
+    assert f"MLX medians of 5 interleaved timed runs; pyannote's run of 1 of 1 file(s) taken from the reference " \
+           f"cache (measured {date}" in summary
+    page = paths["report.html"].read_text(encoding="utf-8")
+    assert f"taken from the reference cache (measured {date}" in page and f"<td>{date}</td>" in page
+    written = pd.read_csv(paths["timing_runs.csv"])
+    assert len(written) == 6 * len(STAGES) and sorted(written["repeat"].unique()) == [0, 1, 2, 3, 4]

@@ -374,9 +374,11 @@ ROW_HEADER = ["file", "variant", "DER vs pyannote", "worst layer rel L2", "emb. 
 def sections(d: Diff) -> list[tuple[str, list[str] | tuple[list[str], list[list[str]]]]]:
     """The diff as (title, list items or (header, rows)) in reading order; both outputs render these."""
     timing = sorted(d.timing, key=lambda t: (t[1].verdict not in ("slower", "faster"), t[0]))
+    parity = [f"❌ {p}" if p in d.newly_failing else p for p in d.parity]
+    parity += [f"❌ {f}" for f in d.newly_failing if f not in d.parity]  # new rows that fail
     return [
-        ("Parity changes (never noise)", d.parity or ["none: every DER, speaker count and decision is unchanged"]),
-        *([("Newly failing", d.newly_failing)] if d.newly_failing else []),
+        ("Parity changes (never noise; ❌ newly failing)", parity or ["none: every DER, speaker count and decision "
+                                                                    "is unchanged"]),
         *([("Slowdowns beyond --max-slowdown", d.slowdowns)] if d.slowdowns else []),
         (f"Layer errors that moved more than {LAYER_FACTOR:g}x", (LAYER_HEADER, d.layers) if d.layers else ["none"]),
         ("Rows added or removed", [f"added: {r}" for r in d.added] + [f"removed: {r}" for r in d.removed] or ["none"]),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from harness import diff
+from harness.report import _md
 from harness.compare import stage_runs, timing_summary
 from harness.rows import LayerRow, PipelineRow, TimingRun, to_frame
 
@@ -123,9 +124,12 @@ def test_parity_changes_come_first_and_a_new_failure_fails(tmp_path: Path) -> No
     assert d.exit_status == 1 and len(d.newly_failing) == 3
     assert d.layers[0][2] == "segmentation/lstm.1" and d.layers[0][3] == "2.0e-06 → 3.0e-03"
     text = diff.markdown(d)
-    order = [text.index(h) for h in ("### Parity changes", "### Newly failing", "### Layer errors",
-                                     "### Rows added or removed", "### Per file and variant", "### Time per stage")]
+    order = [text.index(h) for h in ("### Parity changes", "### Layer errors", "### Rows added or removed",
+                                     "### Per file and variant", "### Time per stage")]
     assert order == sorted(order) and text.startswith("## ❌ FAIL: 4 parity change(s)")
+    listed = text[order[0]:order[1]].splitlines()
+    assert listed[1:5] == ["- ❌ verdict PASS → FAIL", f"- ❌ {_md(d.parity[1])}", f"- ❌ {_md(d.parity[2])}",
+                           f"- {_md(d.parity[3])}"]  # the DER change: listed, not a failure by itself
 
 
 def test_no_change_is_ok_and_too_few_repeats_claims_nothing(tmp_path: Path) -> None:

@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     temp = work / "runner-temp"
     temp.mkdir(exist_ok=True)
     summary = work / "step-summary.md"
+    summary.write_text("")  # this run's job summary
     results = []
     try:
         for index, step in enumerate(job["steps"]):

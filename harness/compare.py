@@ -424,6 +424,7 @@ class Session:
     mlx: dict[Variant, Any]  # {variant: mlx_diar SpeakerDiarizationPipeline}
     warmup: np.ndarray | None = None  # the warm-up audio; None: no warm-up run (first-run timings)
     fresh_reference: bool = False  # rerun pyannote even when its run is cached
+    cache: bool = True  # use and fill the reference cache (corpus runs keep their own resumable records)
     log: Any = None  # where the reference cache says why it did not use an entry
     _pyannote: Any = None
 
@@ -449,20 +450,22 @@ class Session:
         from reference.runner import run_reference
 
         key = refcache.reference_key(self.fingerprint, item.waveform, item.uri, layer_items,
-                                     warmup=self.warmup is not None)
-        cached = None if self.fresh_reference else refcache.load(key, self.log)
+                                     warmup=self.warmup is not None) if self.cache else {}
+        cached = None if self.fresh_reference or not self.cache else refcache.load(key, self.log)
         if cached is not None:
             return cached
         pipeline = self.pyannote
         with PeakRSS() as rss:
             run = run_reference(pipeline, item.waveform, uri=item.uri, layer_items=layer_items)
         reference = Reference(run=run, peak_mb=rss.peak_mb)
-        refcache.store(key, reference)
+        if self.cache:
+            refcache.store(key, reference)
         return reference
 
 
 def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray | None,
-                 progress: Progress | None = None, fresh_reference: bool = False, log: Any = None) -> Session:
+                 progress: Progress | None = None, fresh_reference: bool = False, log: Any = None,
+                 cache: bool = True) -> Session:
     """Convert + load every variant, one warm-up run each on `warmup` (excluded; None: none); pyannote is
     loaded by the first file whose reference run is not cached.
 
@@ -486,7 +489,7 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
             pipeline.apply(warmup)
         mlx[variant] = pipeline
     return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, mlx=mlx, warmup=warmup,
-                   fresh_reference=fresh_reference, log=log)
+                   fresh_reference=fresh_reference, log=log, cache=cache)
 
 
 @dataclasses.dataclass
@@ -808,8 +811,9 @@ def _compare(args, argv: list[str]) -> int:
         raise OptionError(f"--repeat {args.repeat}: must be 1 to {MAX_REPEAT}")
     variant_list = chosen_variants(args)
     corpus = args.dataset or args.manifest or args.protocol or args.workers or args.ray
-    if corpus and (args.repeat > 1 or args.no_warmup):
-        raise OptionError("--repeat and --no-warmup apply to --audio runs, not to corpus runs")
+    if corpus and (args.repeat > 1 or args.no_warmup or args.fresh_reference):
+        raise OptionError("--repeat, --no-warmup and --fresh-reference apply to --audio runs, not to corpus runs "
+                          "(which keep their own resumable records, not the reference cache)")
     created = dt.datetime.now(dt.timezone.utc)
     out = args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}"
     writable_dir(out, f"--out {out}", "reports ")
@@ -856,9 +860,9 @@ class CompareTask(RecordingTask):
     """`harness compare` on one recording per call; pyannote.audio and every MLX variant loaded once per worker."""
 
     def __init__(self, checkpoint: str | None, variant_list: list, device: str, layer_items: int,
-                 source_fingerprint: str, fresh_reference: bool = False) -> None:
+                 source_fingerprint: str) -> None:
         self.checkpoint, self.variant_list, self.device = checkpoint, variant_list, device
-        self.layer_items, self.fresh_reference = layer_items, fresh_reference
+        self.layer_items = layer_items
         # the source checkpoint and, per variant, its name (dtype, quantization, embedding mode) and its
         # conversion key (format and converter versions)
         self.fingerprint = fingerprint({"task": "compare", "device": device, "layer_items": layer_items,
@@ -875,9 +879,9 @@ class CompareTask(RecordingTask):
 
             torch.set_num_threads(threads)
         warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * SAMPLE_RATE)]  # on this worker's machine
-        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup,
-                                    fresh_reference=self.fresh_reference,
-                                    log=lambda text: print(text, file=sys.stderr, flush=True))
+        # no reference cache: a corpus keeps its own resumable records, and an entry per recording (~60 MB
+        # with layers) would grow with the corpus
+        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup, cache=False)
 
     def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
         from harness.metrics import components
@@ -933,7 +937,7 @@ def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path, varia
     source = source_fingerprint(resolved.root)
     for variant in variant_list:  # converted once here: the workers of this machine share the cache
         converted_model(resolved.root, source, variant)
-    task = CompareTask(args.checkpoint, variant_list, args.device, args.layer_items, source, args.fresh_reference)
+    task = CompareTask(args.checkpoint, variant_list, args.device, args.layer_items, source)
     summary = run_corpus(task, entries, out, workers=args.workers, ray=args.ray, threads=args.threads,
                          redo=args.redo, progress=not args.quiet)
     corpus_md = atomic_write(out / "corpus.md", corpus_markdown(summary.records, summary.line()))

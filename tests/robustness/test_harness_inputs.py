@@ -135,7 +135,8 @@ def test_dataset_and_layer_items_options(tmp_path: Path, capsys) -> None:
     (["--variant", "float16-sparse"], "--variant float16-sparse: a fast mode is judged against its exact mode; "
                                       "add float16"),
     (["--variant", "float32", "--quantize", "8"], "--variant names the variants: give it without --dtype"),
-    (["--dataset", ".", "--repeat", "5"], "--repeat and --no-warmup apply to --audio runs"),
+    (["--dataset", ".", "--repeat", "5"], "--repeat, --no-warmup and --fresh-reference apply to --audio runs"),
+    (["--dataset", ".", "--fresh-reference"], "not the reference cache"),
 ])
 def test_variant_and_repeat_options(tmp_path: Path, capsys, options: list[str], problem: str) -> None:
     source = [] if "--dataset" in options else ["--audio", str(_wav(tmp_path))]

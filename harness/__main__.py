@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness compare [...] | sensitivity [...] | profile [...] | memory [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
+"""Command line of the harness: `python -m harness compare [...] | diff BASE HEAD [...] | sensitivity [...] | profile [...] | memory [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.compare import main as compare
 
         return compare(argv[1:])
+    if argv and argv[0] == "diff":
+        from harness.diff import main as diff
+
+        return diff(argv[1:])
     if argv and argv[0] == "sensitivity":
         from harness.compare import sensitivity_main
 
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     sub.add_parser("compare", help="MLX vs pyannote: layers, DER, wall-clock; writes reports (see compare -h)")
+    sub.add_parser("diff", help="what a change did: two reports (or git revisions) base -> head, parity first, "
+                                "speed with significance; writes diff.md and diff.html (see diff -h)")
     sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
     sub.add_parser("profile", help="per-layer timing of both models, MLX vs torch (see profile -h)")
     sub.add_parser("memory", help="peak RSS of the MLX pipeline on 10/30/60 minutes (see memory -h)")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ import numpy as np
 from harness import targets
 from harness.memory import PeakRSS, memory_curve
 from harness.metrics import embedding_min_cosine, min_cosine, segmentation_agreement
-from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow
+from harness.refcache import Reference
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, TimingRun
 from mlx_diar.runtime.audio import SAMPLE_RATE, AudioWarning, rttm_uri
 from mlx_diar.runtime.corpus import CorpusEntry
 from mlx_diar.errors import ArgumentParser, MlxDiarError, OptionError, bounded_number, warnings_as_lines
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from reference.runner import ReferenceRun
 
 WARMUP_SECONDS = 10.0
+MAX_REPEAT = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,36 @@ class Variant:
     def exact(self) -> "Variant":
         """The same conversion in exact mode."""
         return dataclasses.replace(self, embedding_mode="exact")
+
+    @classmethod
+    def parse(cls, name: str) -> "Variant":
+        """The variant called `name` (its `name`: `float32`, `bfloat16-pure`, `float32-q8g64`, `float16-sparse`)."""
+        modes = "|".join(m for m in EMBEDDING_MODES if m != "exact")
+        match = re.fullmatch(rf"(float32|float16|bfloat16)(-pure)?(?:-q(4|8)g(32|64|128))?(?:-({modes}))?", name)
+        if match is None or (match[1] == "float32" and match[2]):
+            raise OptionError(f"--variant {name}: expected DTYPE[-pure][-qBITSgGROUP][-MODE] (DTYPE float32, "
+                              f"float16 or bfloat16; -pure for a reduced DTYPE; BITS 4 or 8; GROUP 32, 64 or 128; "
+                              f"MODE {modes.replace('|', ' or ')}), e.g. float32-q8g64")
+        return cls(match[1], int(match[3]) if match[3] else None, int(match[4] or 64),
+                   "pure" if match[2] else "default", match[5] or "exact")
+
+
+def chosen_variants(args) -> list[Variant]:
+    """The variants of `compare`'s options: `--variant` names, else `--dtype/--quantize/--pure/--embedding-mode`."""
+    if args.variant is None:
+        return variants(args.dtype, args.quantize, args.q_group_size, args.pure, tuple(args.embedding_mode))
+    if args.dtype != "float32" or args.quantize or args.pure or args.embedding_mode != ["exact"]:
+        raise OptionError("--variant names the variants: give it without --dtype, --quantize, --pure or "
+                          "--embedding-mode")
+    chosen = [Variant.parse(name) for name in args.variant]
+    names = [v.name for v in chosen]
+    for v in chosen:
+        if names.count(v.name) > 1:
+            raise OptionError(f"--variant {v.name}: given twice")
+        if v.fast and v.exact.name not in names:
+            raise OptionError(f"--variant {v.name}: a fast mode is judged against its exact mode; "
+                              f"add {v.exact.name}")
+    return sorted(chosen, key=lambda v: (v.fast, names.index(v.name)))  # exact modes first, as `variants` orders
 
 
 def variants(dtype: str, quantize: int | None, group_size: int, pure: bool = False,
@@ -361,62 +394,108 @@ class Progress:
 SILENT = Progress(quiet=True, total=0)
 
 
-def timing_rows(file: str, variant: str, side: str, timings: dict[str, float], duration: float,
-                peak_mb: float, warmup_runs: int, baseline: dict[str, float] | None) -> list[TimingRow]:
-    """One row per stage; `baseline` (pyannote's timings) gives the speed ratio of an MLX run."""
+def stage_runs(file: str, variant: str, side: str, timings: dict[str, float], peak_mb: float, repeat: int,
+               cached: str = "") -> list[TimingRun]:
+    """One timed run's seconds per stage (every stage of `STAGES`, 0 where the run had none)."""
+    return [TimingRun(file=file, variant=variant, side=side, stage=stage, repeat=repeat,
+                      seconds=float(timings.get(stage, 0.0)), peak_rss_mb=peak_mb, cached=cached) for stage in STAGES]
+
+
+def timing_summary(runs: list[TimingRun], duration: float, warmup_runs: int) -> list[TimingRow]:
+    """One row per (variant, stage) of one file: the median over its timed runs; an MLX row's speed ratio
+    is pyannote's median over its own."""
+    groups: dict[tuple[str, str, str], list[TimingRun]] = {}
+    for run in runs:
+        groups.setdefault((run.variant, run.side, run.stage), []).append(run)
+    median = {key: float(np.median([r.seconds for r in group])) for key, group in groups.items()}
     rows = []
-    for stage in STAGES:
-        seconds = float(timings.get(stage, 0.0))
-        ratio = np.nan
-        if baseline is not None and seconds > 0:
-            ratio = baseline.get(stage, np.nan) / seconds
-        rows.append(TimingRow(file=file, variant=variant, side=side, stage=stage, seconds=seconds,
-                              rtf=seconds / duration if duration else np.nan, speed_ratio=ratio,
-                              peak_rss_mb=peak_mb, warmup_runs=warmup_runs))
+    for (variant, side, stage), group in groups.items():
+        seconds, baseline = median[variant, side, stage], median.get(("pyannote", "pyannote", stage), np.nan)
+        rows.append(TimingRow(file=group[0].file, variant=variant, side=side, stage=stage, seconds=seconds,
+                              rtf=seconds / duration if duration else np.nan,
+                              speed_ratio=baseline / seconds if side == "mlx" and seconds > 0 else np.nan,
+                              peak_rss_mb=float(np.median([r.peak_rss_mb for r in group])),
+                              warmup_runs=warmup_runs, repeats=len(group), cached=group[0].cached))
     return rows
 
 
 @dataclasses.dataclass
 class Session:
-    """Everything loaded once per process: pyannote's pipeline and one warmed MLX pipeline per variant."""
+    """Everything loaded once per process: one warmed MLX pipeline per variant and, when a file's reference run
+    is not cached (`harness.refcache`), pyannote's pipeline (loaded and warmed on first use)."""
 
     resolved: Any  # mlx_diar.conversion.sources.PipelineSource
     fixture: bool
     fingerprint: str
-    reference: Any  # pyannote.audio SpeakerDiarization
     mlx: dict[Variant, Any]  # {variant: mlx_diar SpeakerDiarizationPipeline}
+    warmup: np.ndarray | None = None  # the warm-up audio; None: no warm-up run (first-run timings)
+    fresh_reference: bool = False  # rerun pyannote even when its run is cached
+    cache: bool = True  # use and fill the reference cache (corpus runs keep their own resumable records)
+    log: Any = None  # where the reference cache says why it did not use an entry
+    _pyannote: Any = None
 
     def meta(self) -> dict[str, Any]:
         return {"checkpoint": checkpoint_meta(self.resolved, self.fixture), "fixture": self.fixture,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "pyannote_loaded": self._pyannote is not None}
+
+    @property
+    def pyannote(self):
+        """pyannote.audio's SpeakerDiarization (the offline fixture or `--checkpoint`), loaded and warmed once."""
+        if self._pyannote is None:
+            from reference.runner import load_pipeline, run_reference
+
+            self._pyannote = load_pipeline(self.resolved.root)
+            if self.warmup is not None:
+                run_reference(self._pyannote, self.warmup, record_layers=False)
+        return self._pyannote
+
+    def reference(self, item: AudioItem, layer_items: int) -> Reference:
+        """pyannote's run of `item`: from the reference cache when an entry matches (unless `fresh_reference`),
+        else measured now and cached."""
+        from harness import refcache
+        from reference.runner import run_reference
+
+        key = refcache.reference_key(self.fingerprint, item.waveform, item.uri, layer_items,
+                                     warmup=self.warmup is not None) if self.cache else {}
+        cached = None if self.fresh_reference or not self.cache else refcache.load(key, self.log)
+        if cached is not None:
+            return cached
+        pipeline = self.pyannote
+        with PeakRSS() as rss:
+            run = run_reference(pipeline, item.waveform, uri=item.uri, layer_items=layer_items)
+        reference = Reference(run=run, peak_mb=rss.peak_mb)
+        if self.cache:
+            refcache.store(key, reference)
+        return reference
 
 
-def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray,
-                 progress: Progress | None = None) -> Session:
-    """Load pyannote's pipeline and convert + load every variant; one warm-up run each on `warmup` (excluded).
+def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray | None,
+                 progress: Progress | None = None, fresh_reference: bool = False, log: Any = None,
+                 cache: bool = True) -> Session:
+    """Convert + load every variant, one warm-up run each on `warmup` (excluded; None: none); pyannote is
+    loaded by the first file whose reference run is not cached.
 
-    Every model stays resident during every measured run, so each side's peak RSS includes the other's models.
+    Every model stays resident during every measured run, so each side's peak RSS includes the other's
+    models (pyannote's only when it was loaded: `meta["reference"]` says).
     """
     from harness.fixtures import fixture_dir
     from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
     from mlx_diar.conversion.sources import resolve_pipeline
-    from reference.runner import load_pipeline, run_reference
 
     step = (progress or SILENT).step
     fixture = checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else checkpoint)
     fingerprint = source_fingerprint(resolved.root)
-    step("loading pyannote.audio")
-    reference = load_pipeline(resolved.root)
-    run_reference(reference, warmup, record_layers=False)
     mlx = {}
     for variant in variant_list:
         step(f"converting {variant.name}")
         pipeline = SpeakerDiarizationPipeline(model_path=converted_model(resolved.root, fingerprint, variant),
                                               device=device, params={"embedding_mode": variant.embedding_mode})
-        pipeline.apply(warmup)
+        if warmup is not None:
+            pipeline.apply(warmup)
         mlx[variant] = pipeline
-    return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, reference=reference, mlx=mlx)
+    return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, mlx=mlx, warmup=warmup,
+                   fresh_reference=fresh_reference, log=log, cache=cache)
 
 
 @dataclasses.dataclass
@@ -429,39 +508,43 @@ class RecordingResult:
     timing: list[TimingRow]
     diarizations: Diarizations
     uem: Any  # pyannote.core.Timeline
+    runs: list[TimingRun] = dataclasses.field(default_factory=list)  # every timed run, per stage
+    reference: dict[str, str] = dataclasses.field(default_factory=dict)  # {"cached": date or ""}
 
 
 def _speakers(annotation) -> float:
     return np.nan if annotation is None else len(annotation.labels())
 
 
-def run_pyannote(item: AudioItem, pipeline, layer_items: int) -> tuple[ReferenceRun, PipelineRow, list[TimingRow]]:
-    """pyannote on one file: (ReferenceRun, its pipeline row, its timing rows)."""
+def pyannote_row(item: AudioItem, ref: ReferenceRun) -> PipelineRow:
+    """pyannote's pipeline row on one file (its DER against the reference RTTM)."""
     from harness.metrics import score
-    from reference.runner import run_reference
 
-    with PeakRSS() as rss:
-        ref = run_reference(pipeline, item.waveform, uri=item.uri, layer_items=layer_items)
     row = PipelineRow(file=item.uri, variant="pyannote", side="pyannote", duration_s=item.duration,
                       speakers=_speakers(ref.diarization), reference_speakers=_speakers(item.reference))
     if item.reference is not None:
         s = score(item.reference, ref.diarization, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
-    timing = timing_rows(item.uri, "pyannote", "pyannote", ref.meta["timings"], item.duration, rss.peak_mb, 1, None)
-    return ref, row, timing
+    return row
+
+
+def timed_apply(item: AudioItem, pipeline) -> tuple[Any, float]:
+    """One timed MLX run on `item`, every stage kept (each repeat alike): (its output, peak resident memory MB)."""
+    with PeakRSS() as rss:
+        out = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
+    return out, rss.peak_mb
 
 
 def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun, exact: Any = None
-            ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRow]]:
-    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timing).
+            ) -> tuple[Any, PipelineRow, list[LayerRow], list[TimingRun]]:
+    """One MLX variant on one file against pyannote's run `ref`: (diarization, pipeline row, layers, timed run).
 
     A fast embedding mode is also scored against `exact` (the same conversion's exact-mode diarization);
     its layers and embeddings are the exact variant's, so they are not compared again."""
     from harness.metrics import score
     from harness.sensitivity import footprint
 
-    with PeakRSS() as rss:
-        out = pipeline.apply(item.waveform, uri=item.uri, keep_stages=True)
+    out, peak_mb = timed_apply(item, pipeline)
     hypothesis = out.speaker_diarization
     versus = score(ref.diarization, hypothesis, item.uem)
     row = PipelineRow(file=item.uri, variant=variant.name, side="mlx", duration_s=item.duration,
@@ -476,34 +559,45 @@ def run_mlx(item: AudioItem, variant: Variant, pipeline, ref: ReferenceRun, exac
             out.stages["segmentation_scores"].data, ref.arrays["segmentation_scores"])
         if "embeddings" in ref.arrays and not variant.fast:
             row.embedding_min_cosine_own_masks = min_cosine(out.stages["embeddings"], ref.arrays["embeddings"])
-            row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays)
+            row.embedding_min_cosine = embedding_min_cosine(pipeline, item.waveform, ref.arrays, out.stages)
     if item.reference is not None:
         s = score(item.reference, hypothesis, item.uem)
         row.der_vs_reference, row.jer_vs_reference = s["der"], s["jer"]
     row.target, row.passed = pipeline_target(variant, row)
     layers = [] if variant.fast else layer_rows(item.uri, variant, ref.arrays, mlx_layers(pipeline.models, ref.arrays))
-    timing = timing_rows(item.uri, variant.name, "mlx", out.timings, item.duration, rss.peak_mb, 1,
-                         ref.meta["timings"])
-    return hypothesis, row, layers, timing
+    runs = stage_runs(item.uri, variant.name, "mlx", out.timings, peak_mb, repeat=0)
+    return hypothesis, row, layers, runs
 
 
-def compare_recording(item: AudioItem, session: Session, layer_items: int = 1,
-                      progress: Progress | None = None) -> RecordingResult:
-    """One recording: pyannote once, then every MLX variant of `session` against it."""
+def compare_recording(item: AudioItem, session: Session, layer_items: int = 1, progress: Progress | None = None,
+                      repeat: int = 1, reference: Reference | None = None) -> RecordingResult:
+    """One recording: pyannote's run (`reference`, else the session's: cached or measured), then every MLX
+    variant of `session` against it, `repeat` times, interleaved (variant after variant, repeat after repeat);
+    the parity rows come from the first repeat, each later one is timed only."""
     step = (progress or SILENT).step
     step(f"pyannote: {item.uri}")
-    ref, pyannote_row, timing = run_pyannote(item, session.reference, layer_items)
-    result = RecordingResult(uri=item.uri, layers=[], pipeline=[pyannote_row], timing=timing, uem=item.uem,
+    reference = reference or session.reference(item, layer_items)
+    ref = reference.run
+    runs = stage_runs(item.uri, "pyannote", "pyannote", ref.meta["timings"], reference.peak_mb, 0, reference.cached)
+    result = RecordingResult(uri=item.uri, layers=[], pipeline=[pyannote_row(item, ref)], timing=[], uem=item.uem,
                              diarizations=Diarizations(duration=item.duration, pyannote=ref.diarization,
-                                                       reference=item.reference))
-    for variant, pipeline in session.mlx.items():
-        step(f"mlx {variant.name}: {item.uri}")
-        exact = result.diarizations.mlx.get(variant.exact.name)
-        hypothesis, row, layers, timing = run_mlx(item, variant, pipeline, ref, exact)
-        result.diarizations.mlx[variant.name] = hypothesis
-        result.pipeline.append(row)
-        result.layers += layers
-        result.timing += timing
+                                                       reference=item.reference),
+                             reference={"cached": reference.cached})
+    for r in range(repeat):
+        for variant, pipeline in session.mlx.items():
+            step(f"mlx {variant.name}: {item.uri}" + (f" (repeat {r + 1}/{repeat})" if repeat > 1 else ""))
+            if r:
+                out, peak_mb = timed_apply(item, pipeline)
+                runs += stage_runs(item.uri, variant.name, "mlx", out.timings, peak_mb, r)
+                continue
+            exact = result.diarizations.mlx.get(variant.exact.name)
+            hypothesis, row, layers, timed = run_mlx(item, variant, pipeline, ref, exact)
+            result.diarizations.mlx[variant.name] = hypothesis
+            result.pipeline.append(row)
+            result.layers += layers
+            runs += timed
+    result.runs = runs
+    result.timing = timing_summary(runs, item.duration, warmup_runs=int(session.warmup is not None))
     return result
 
 
@@ -548,24 +642,33 @@ class CompareResult:
     timing: list[TimingRow]
     diarizations: dict[str, Diarizations]
     meta: dict[str, Any]
+    runs: list[TimingRun] = dataclasses.field(default_factory=list)
 
 
 def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: list[Variant], device: str,
-                layer_items: int = 1, quiet: bool = False) -> CompareResult:
-    """Measure every item against every variant; corpus rows when there is more than one item."""
-    progress = Progress(quiet, total=len(variant_list) * (len(items) + 1) + len(items) + 1)
+                layer_items: int = 1, quiet: bool = False, repeat: int = 1, warmup: bool = True,
+                fresh_reference: bool = False) -> CompareResult:
+    """Measure every item against every variant (`repeat` timed runs each); corpus rows when there is more
+    than one item. Every file's pyannote run comes first (cached or measured), so that pyannote is loaded,
+    if at all, before any MLX run is timed."""
+    progress = Progress(quiet, total=len(variant_list) * (repeat * len(items) + 1) + len(items) + 1)
     try:
-        warmup = items[0].waveform[: int(WARMUP_SECONDS * SAMPLE_RATE)]
-        session = open_session(checkpoint, variant_list, device, warmup, progress)
-        results = [compare_recording(item, session, layer_items, progress) for item in items]
+        clip = items[0].waveform[: int(WARMUP_SECONDS * SAMPLE_RATE)] if warmup else None
+        session = open_session(checkpoint, variant_list, device, clip, progress, fresh_reference,
+                               log=lambda text: print(text, file=sys.stderr, flush=True))
+        references = [session.reference(item, layer_items) for item in items]
+        results = [compare_recording(item, session, layer_items, progress, repeat, reference)
+                   for item, reference in zip(items, references)]
     finally:
         progress.close()
     pipeline = [row for r in results for row in r.pipeline]
     if len(results) > 1:
         pipeline += corpus_rows(results, variant_list)
+    meta = {**session.meta(), "repeats": repeat, "reference": {r.uri: r.reference for r in results}}
     return CompareResult(layers=[row for r in results for row in r.layers], pipeline=pipeline,
                          timing=[row for r in results for row in r.timing],
-                         diarizations={r.uri: r.diarizations for r in results}, meta=session.meta())
+                         diarizations={r.uri: r.diarizations for r in results}, meta=meta,
+                         runs=[run for r in results for run in r.runs])
 
 
 def sensitivity_map(items: list[AudioItem], checkpoint: str | None, dtypes: tuple[str, ...] = ("float16", "bfloat16"),
@@ -645,6 +748,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run each dtype in these fast embedding modes, each judged by its DER "
                              "against exact mode (harness/targets.py PIPELINE_DER_FAST)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<time>-<hash>)")
+    parser.add_argument("--variant", nargs="+", default=None, metavar="NAME",
+                        help="these variants by name instead of --dtype/--quantize/--pure/--embedding-mode, "
+                             "e.g. float32 bfloat16 float32-q8g64 float16-sparse")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="time every MLX variant N times, interleaved (timing_runs.csv; `harness diff` "
+                             "needs 5 to call a speed change significant); parity is measured on the first")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="no warm-up run before the timed ones (first-run timings, said in the report)")
+    parser.add_argument("--fresh-reference", action="store_true",
+                        help="run pyannote even when its run of a file is in the reference cache (and replace it)")
     parser.add_argument("--layer-items", type=int, default=1, help="chunks/items whose layers are compared")
     parser.add_argument("--check", action="store_true", help="exit 1 when a parity target is missed")
     parser.add_argument("--memory-curve", type=float, nargs="+", default=None, metavar="MINUTES",
@@ -671,6 +784,8 @@ def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str]
                     "PASS: every parity target of harness/targets.py is met")
     warmup = (f"pyannote's bundled sample, first {WARMUP_SECONDS:g} s, once per side and worker" if corpus else
               f"{WARMUP_SECONDS:g} s of the first file")
+    warmup = ("no warm-up run (--no-warmup): every timing includes first-run costs" if args.no_warmup else
+              f"1 warm-up run per side ({warmup}) excluded from timings")
     return {
         "title": "mlx-diar parity report: MLX vs pyannote.audio",
         "verdict": {"passed": not failures, "text": verdict_text},
@@ -679,7 +794,7 @@ def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str]
         "versions": package_versions(),
         "checkpoint": checkpoint,
         "seeded_parts": SEEDED_PARTS if fixture else [],
-        "warmup": f"1 warm-up run per side ({warmup}) excluded from timings",
+        "warmup": warmup,
         "created": created.isoformat(timespec="seconds"),
         "command": "python -m harness compare " + " ".join(argv),
     }
@@ -697,22 +812,30 @@ def _compare(args, argv: list[str]) -> int:
     bad = [m for m in args.memory_curve or () if not 0 < m <= 24 * 60]
     if bad:
         raise OptionError(f"--memory-curve {bad[0]:g}: minutes must be above 0 and at most 1440")
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        raise OptionError(f"--repeat {args.repeat}: must be 1 to {MAX_REPEAT}")
+    variant_list = chosen_variants(args)
+    corpus = args.dataset or args.manifest or args.protocol or args.workers or args.ray
+    if corpus and (args.repeat > 1 or args.no_warmup or args.fresh_reference):
+        raise OptionError("--repeat, --no-warmup and --fresh-reference apply to --audio runs, not to corpus runs "
+                          "(which keep their own resumable records, not the reference cache)")
     created = dt.datetime.now(dt.timezone.utc)
     out = args.out or Path("reports") / f"{created:%Y%m%d-%H%M%S}-{git_short_hash()}"
     writable_dir(out, f"--out {out}", "reports ")
-    if args.dataset or args.manifest or args.protocol or args.workers or args.ray:
-        return compare_corpus(args, argv, created, out)
+    if corpus:
+        return compare_corpus(args, argv, created, out, variant_list)
     items = collect_audio(args.audio, args.dataset)
-    result = run_compare(args.checkpoint, items, variants(args.dtype, args.quantize, args.q_group_size, args.pure,
-                                                          tuple(args.embedding_mode)),
-                         args.device, layer_items=args.layer_items, quiet=args.quiet)
+    result = run_compare(args.checkpoint, items, variant_list, args.device, layer_items=args.layer_items,
+                         quiet=args.quiet, repeat=args.repeat, warmup=not args.no_warmup,
+                         fresh_reference=args.fresh_reference)
     sensitivity = pd.DataFrame(sensitivity_map(items, args.checkpoint, log=None if args.quiet else print)
                                if args.sensitivity else [])
     memory = memory_curve(args.memory_curve, workdir=out) if args.memory_curve else None
     failures = first_failure(result.layers, result.pipeline)
     meta = report_meta(args, argv, created, failures, result.meta["checkpoint"], result.meta["fixture"])
+    meta |= {key: result.meta[key] for key in ("repeats", "pyannote_loaded", "reference")}
     paths = write_reports(out, result.layers, result.pipeline, result.timing, meta, result.diarizations,
-                          sensitivity, memory)
+                          sensitivity, memory, runs=result.runs)
     atomic_write(out / "meta.json", json.dumps(meta, indent=1, default=str))
     print(meta["verdict"]["text"])
     print(paths["summary.md"])
@@ -761,7 +884,9 @@ class CompareTask(RecordingTask):
 
             torch.set_num_threads(threads)
         warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * SAMPLE_RATE)]  # on this worker's machine
-        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup)
+        # no reference cache: a corpus keeps its own resumable records, and an entry per recording (~60 MB
+        # with layers) would grow with the corpus
+        self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup, cache=False)
 
     def __call__(self, entry: CorpusEntry) -> dict[str, Any]:
         from harness.metrics import components
@@ -794,7 +919,7 @@ class CompareTask(RecordingTask):
                 "files": files}
 
 
-def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> int:
+def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path, variant_list: list[Variant]) -> int:
     """`harness compare` on a corpus (`--dataset/--manifest/--protocol`, `--workers`, `--ray`): resumable records
     under `--out`, then the usual reports and `corpus.md` over every done recording.
 
@@ -812,7 +937,6 @@ def compare_corpus(args, argv: list[str], created: dt.datetime, out: Path) -> in
 
     entries = corpus.collect(audio=args.audio, dataset=args.dataset, manifest=args.manifest,
                              protocol=args.protocol, subset=args.subset, database=args.database)
-    variant_list = variants(args.dtype, args.quantize, args.q_group_size, fast_modes=tuple(args.embedding_mode))
     fixture = args.checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else args.checkpoint)
     source = source_fingerprint(resolved.root)

@@ -198,7 +198,8 @@ def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
     return float(np.nanmin(cos))
 
 
-def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mapping[str, np.ndarray]) -> float:
+def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mapping[str, np.ndarray],
+                         own: Mapping[str, Any] | None = None) -> float:
     """The MLX embedding stage's error alone: its embeddings computed from pyannote's own binarized
     segmentation (the same pooling masks and chunks), smallest cosine against pyannote's embeddings.
 
@@ -206,6 +207,10 @@ def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mappi
     segmentation moves a speaker boundary by a frame, a (chunk, speaker) pooled over a few frames
     changes direction whatever the embedding model's precision. That is the segmentation's error
     (counted by frame agreement and DER), so the embedding target is measured on identical inputs.
+
+    With `own`, the stages an exact-mode run of `pipeline` kept on the same waveform (`keep_stages`),
+    only the chunks whose binarized segmentation differs from pyannote's are computed again: every
+    other chunk has the same audio and pooling masks, so its embeddings are the run's own.
     """
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
@@ -213,4 +218,13 @@ def embedding_min_cosine(pipeline, waveform: np.ndarray, reference_arrays: Mappi
     # pyannote records powerset outputs already hard, multilabel ones as scores: binarized as its get_embeddings does
     binarized = pipeline.binarize_segmentations(SlidingWindowFeature(
         reference_arrays["segmentation"], SlidingWindow(start=start, duration=duration, step=step)))
-    return min_cosine(pipeline.get_embeddings(waveform, binarized), reference_arrays["embeddings"])
+    mine = None if own is None or "embeddings" not in own else pipeline.binarize_segmentations(own["segmentation"]).data
+    if mine is None or mine.shape != binarized.data.shape or own["embeddings"].shape[:2] != mine.shape[::2]:
+        return min_cosine(pipeline.get_embeddings(waveform, binarized), reference_arrays["embeddings"])
+    embeddings = np.array(own["embeddings"], copy=True)
+    differ = np.flatnonzero((mine != binarized.data).reshape(len(mine), -1).any(axis=1))
+    masks = pipeline.embedding_masks(binarized, bool(pipeline.params["embedding_exclude_overlap"]))
+    active = masks[differ].any(axis=(1, 2))
+    embeddings[differ[~active]] = pipeline.silent_embedding(masks.shape[1])
+    pipeline.compute_chunks(waveform, binarized, differ[active], embeddings)
+    return min_cosine(embeddings, reference_arrays["embeddings"])

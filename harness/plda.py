@@ -43,6 +43,11 @@ and on synthetic conversations.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +78,7 @@ LDA_DIMENSION = 128
 SHRINK_OUTPUT = 0.1
 SHRINK_LDA = 0.3
 SHRINK_PLDA = 0.3
+MAX_WORKERS = 4  # processes sharing the pooled statistics (one torch thread each)
 PSI_FLOOR = 1e-4  # across-class variances (in within-class units) below this carry no speaker information
 
 
@@ -200,7 +206,11 @@ def conversation_chunks(voices: Sequence[Voice], rounds: int, seed: int,
     if len(voices) % per_chunk:
         raise ValueError(f"{len(voices)} voices do not split into groups of {per_chunk}")
     rng = np.random.default_rng(seed)
-    speech = [synthesize_many(voice, sentences(rounds, seed=seed + k)) for k, voice in enumerate(voices)]
+    from mlx_diar.runtime.pipeline import available_cores
+
+    with concurrent.futures.ThreadPoolExecutor(available_cores()) as pool:  # one synthesiser process per core
+        speech = list(pool.map(lambda k: synthesize_many(voices[k], sentences(rounds, seed=seed + k)),
+                               range(len(voices))))
     length = int(CHUNK_SECONDS * SAMPLE_RATE)
     times = (np.arange(MASK_FRAMES) + 0.5) * CHUNK_SECONDS / MASK_FRAMES
     waveforms, masks, labels = [], [], []
@@ -222,27 +232,72 @@ def conversation_chunks(voices: Sequence[Voice], rounds: int, seed: int,
     return Chunks(np.stack(waveforms), np.stack(masks), np.stack(labels))
 
 
-def pooled_statistics(checkpoint: Path, chunks: Chunks, batch_size: int = 16) -> np.ndarray:
-    """Pooled statistics (chunks, speakers, 5120) that pyannote's `WeSpeakerResNet34` hands its `seg_1`.
-
-    Runs pyannote's own model as the pipeline does, `model(waveforms, weights=masks)`, all speakers
-    of a chunk pooled from one pass of the trunk; a hook on `resnet.seg_1` keeps its input.
-    """
+def _pooled_batches(checkpoint: Path, waveforms: np.ndarray, masks: np.ndarray, batch_size: int) -> np.ndarray:
+    """`seg_1`'s inputs for these chunks, `batch_size` at a time (a helper process runs this on its share)."""
     import torch
     from pyannote.audio import Model
 
+    torch.set_num_threads(1)
     model = Model.from_pretrained(checkpoint)
     model.eval()
     kept: list[np.ndarray] = []
     hook = model.resnet.seg_1.register_forward_pre_hook(lambda module, args: kept.append(args[0].numpy().copy()))
     try:
         with torch.inference_mode():
-            for start in range(0, len(chunks.waveforms), batch_size):
-                waveforms = torch.from_numpy(chunks.waveforms[start:start + batch_size])[:, None]
-                model(waveforms, weights=torch.from_numpy(chunks.masks[start:start + batch_size]))
+            for start in range(0, len(waveforms), batch_size):
+                batch = torch.from_numpy(waveforms[start:start + batch_size])[:, None]
+                model(batch, weights=torch.from_numpy(masks[start:start + batch_size]))
     finally:
         hook.remove()
     return np.concatenate(kept)
+
+
+def pooled_statistics(checkpoint: Path, chunks: Chunks, batch_size: int = 16, workers: int | None = None) -> np.ndarray:
+    """Pooled statistics (chunks, speakers, 5120) that pyannote's `WeSpeakerResNet34` hands its `seg_1`.
+
+    Runs pyannote's own model as the pipeline does, `model(waveforms, weights=masks)`, all speakers
+    of a chunk pooled from one pass of the trunk; a hook on `resnet.seg_1` keeps its input. The
+    batches are shared between this process and `workers - 1` helper interpreters (default: one
+    per core, at most `MAX_WORKERS`; `python -m harness.plda`, not multiprocessing children, which
+    would re-run a caller's unguarded main script), each with one torch thread: faster than one
+    process with several threads, and the same bits (each chunk is computed alone, in the same
+    batches, whatever the thread count).
+    """
+    import torch
+
+    from mlx_diar.cpu.blas import thread_environment
+    from mlx_diar.runtime.pipeline import available_cores
+
+    workers = max(1, min(workers or available_cores(), MAX_WORKERS))
+    batches = np.array_split(np.arange(-(-len(chunks.waveforms) // batch_size)), workers)
+    starts = [int(share[0]) * batch_size for share in batches if len(share)]
+    shares = list(zip(starts, [*starts[1:], len(chunks.waveforms)]))
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, **thread_environment(1),
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    threads = torch.get_num_threads()
+    helpers: list[tuple[subprocess.Popen, Path]] = []
+    with tempfile.TemporaryDirectory(prefix="mlx-diar-pooled-") as tmp:
+        try:
+            for k, (start, end) in enumerate(shares[1:]):
+                share = Path(tmp) / f"share{k}.npz"
+                np.savez(share, waveforms=chunks.waveforms[start:end], masks=chunks.masks[start:end])
+                helpers.append((subprocess.Popen([sys.executable, "-m", "harness.plda", str(checkpoint), str(share),
+                                                  str(batch_size)], env=env, stdin=subprocess.DEVNULL), share))
+            start, end = shares[0]
+            parts = [_pooled_batches(checkpoint, chunks.waveforms[start:end], chunks.masks[start:end], batch_size)]
+            for process, share in helpers:
+                if process.wait() != 0:
+                    raise RuntimeError(f"a pooled-statistics helper (python -m harness.plda) exited with status "
+                                       f"{process.returncode}")
+                parts.append(np.load(share.with_suffix(".npy")))
+        finally:
+            torch.set_num_threads(threads)
+            for process, _ in helpers:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    return np.concatenate(parts)
 
 
 def labelled(stats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,8 +333,6 @@ class Fit:
 
 def fit(statistics: dict[str, np.ndarray], seeded_weight: np.ndarray, seeded_bias: np.ndarray) -> Fit:
     """Output layer from the first half of the training speakers, PLDA from the second, scores on held-out ones."""
-    import tempfile
-
     stats, labels = labelled(statistics["train_stats"], statistics["train_labels"])
     first = labels < TRAIN_SPEAKERS // 2
     weight, bias = estimate_output_layer(stats[first], labels[first])
@@ -367,3 +420,9 @@ def comparison_table(dirs: dict[str, Path]) -> str:
                  for r in results.values()]
         lines.append(f"| {uri} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # a helper of `pooled_statistics`: python -m harness.plda CHECKPOINT SHARE.npz BATCH
+    with np.load(sys.argv[2], allow_pickle=False) as share:
+        pooled = _pooled_batches(Path(sys.argv[1]), share["waveforms"], share["masks"], int(sys.argv[3]))
+    np.save(Path(sys.argv[2]).with_suffix(".npy"), pooled)

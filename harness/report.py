@@ -17,26 +17,29 @@ import numpy as np
 import pandas as pd
 
 from harness.memory import curve_frame, curve_table
-from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, to_frame
+from harness.rows import Diarizations, LayerRow, PipelineRow, TimingRow, TimingRun, to_frame
 from mlx_diar.fsutil import atomic_write
 from mlx_diar.runtime.pipeline import STAGES
 
 PASS_COLOUR = "#1a7f37"  # verdict banner; the browser test looks for these exact colours
 FAIL_COLOUR = "#cf222e"
 FAILURES_IN_SUMMARY = 10
+FAILURES_ON_SCREEN = 3  # above the <details> of summary.md
 REL_L2_FLOOR = 1e-12  # an exact match is drawn here on the log-scale layer plot
 DASH = "–"
 
 
 def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[PipelineRow],
                   timing: Sequence[TimingRow], meta: dict, diarizations: dict[str, Diarizations],
-                  sensitivity: pd.DataFrame | None = None, memory: Sequence[dict] | None = None) -> dict[str, Path]:
+                  sensitivity: pd.DataFrame | None = None, memory: Sequence[dict] | None = None,
+                  runs: Sequence[TimingRun] | None = None) -> dict[str, Path]:
     """Write layers/pipeline/timing CSV, summary.md and report.html into `out_dir`; {file name: path}.
 
     Each file is written atomically (`mlx_diar.fsutil.atomic_write`): a report is complete or absent.
     With a non-empty `sensitivity` frame (`harness.sensitivity`), also sensitivity.csv, its table in
     summary.md and its plot in report.html; with `memory` rows (`harness.memory.memory_curve`),
-    memory.csv and the memory curve in both reports.
+    memory.csv and the memory curve in both reports; with `runs`, every timed run per stage in
+    timing_runs.csv (what `harness diff` tests).
     """
     out_dir = Path(out_dir)
     frames = to_frame(layers, LayerRow), to_frame(pipeline, PipelineRow), to_frame(timing, TimingRow)
@@ -48,6 +51,7 @@ def write_reports(out_dir: Path, layers: Sequence[LayerRow], pipeline: Sequence[
         "timing.csv": frames[2].to_csv(index=False),
         **({"sensitivity.csv": sensitivity.to_csv(index=False)} if sensitivity is not None else {}),
         **({"memory.csv": curve.to_csv(index=False)} if curve is not None else {}),
+        **({"timing_runs.csv": to_frame(runs, TimingRun).to_csv(index=False)} if runs else {}),
         "summary.md": summary_markdown(*frames, meta, sensitivity, curve),
         "report.html": report_html(*frames, meta, diarizations, sensitivity, curve),
     }
@@ -86,6 +90,10 @@ def _mb(value: Any) -> str:
     return DASH if _na(value) else f"{float(value):.0f}"
 
 
+def _mb1(value: Any) -> str:
+    return DASH if _na(value) else f"{float(value):.1f}"
+
+
 def _int(value: Any) -> str:
     return DASH if _na(value) else str(int(value))
 
@@ -98,7 +106,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "segmentation_frame_agreement": _pct, "segmentation_frame_agreement_decided": _pct, "embedding_min_cosine": _cos,
     "embedding_min_cosine_own_masks": _cos,
     "seconds": _secs, "rtf": _secs, "speed_ratio": _ratio, "peak_rss_mb": _mb,
-    "depth": _int, "warmup_runs": _int,
+    "depth": _int, "warmup_runs": _int, "repeats": _int,
 }
 
 
@@ -157,7 +165,8 @@ def _weights(entry: dict) -> str:
 
 def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFrame, meta: dict,
                      sensitivity: pd.DataFrame | None = None, memory: pd.DataFrame | None = None) -> str:
-    """A short markdown report for a pull-request comment or a CI job summary."""
+    """The report a reviewer opens first (a pull-request comment or a CI job summary): one screen with the
+    verdict, the variants table, the three worst layers and the speed ratios; every table behind `<details>`."""
     from harness import sensitivity as precision_report
 
     verdict = meta.get("verdict", {})
@@ -165,12 +174,30 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
     shas = ", ".join(f"{_md(f.get('role', '?'))} `{str(f.get('sha256', ''))[:12]}`"
                      + ("" if f.get("real") else f" ({_md(_weights(f))})") for f in files)
     seeded = [_md(f.get("role", "?")) for f in files if not f.get("real")]
+    failures = list(meta.get("failures", []))
     lines = [
         f"## {_md_pass(bool(verdict.get('passed')))} {_md(verdict.get('text', 'no verdict'))}",
         "",
         f"Checkpoint {_md(meta.get('checkpoint', {}).get('source', '?'))} ({shas}); "
         f"seeded or estimated, not trained: {', '.join(seeded) or 'none'}; {_md(_machine_line(meta.get('machine', {})))}",
         "",
+        *_md_table(["variant", "pass", "DER vs pyannote (worst file)", "seg. frames equal (min)",
+                    "emb. cosine (min)", "speakers equal", "worst layer: rel L2", "size MB", "params quantized"],
+                   _variant_rows(layers, pipeline)),
+        "",
+        "**Worst layers** (failing first, then gated, by relative L2 error): "
+        + ("; ".join(_worst_layers(layers)) or "none compared") + ".",
+        "",
+        "**Speed** (pyannote s ÷ MLX s, whole pipeline; per stage below):",
+        "",
+        *_md_table(["file", "pyannote s", *(_md(v) for v in _mlx_variants(timing))], _speed_ratio_rows(timing)),
+        "",
+        f"_{_md(_timing_note(meta))}_",
+        "",
+    ]
+    if failures:
+        lines += [f"**Failures** ({len(failures)}):", *(f"- {_md(f)}" for f in failures[:FAILURES_ON_SCREEN]), ""]
+    details = [
         "### Layers",
         *_md_table(["variant", "layers", "worst layer", "rel L2", "max abs err", "min cosine",
                     "seg. argmax agreement", "pass"], _layer_rows(layers)),
@@ -178,32 +205,100 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
         "### Pipeline",
         *_md_table(["file", "variant", "DER MLX vs pyannote", *(["DER vs exact mode"] if _has_fast(pipeline) else []),
                     "DER vs ref pyannote / MLX", "JER MLX vs pyannote", "JER vs ref pyannote / MLX",
-                    "speakers ref / pyannote / MLX", "pass"], _pipeline_rows(pipeline)),
+                    "speakers ref / pyannote / MLX", "emb. cosine own masks (not gated)", "target", "pass"],
+                   _pipeline_rows(pipeline)),
         "",
         "### Speed & memory",
         *_md_table(["file", "variant", "total s pyannote / MLX", "RTF pyannote / MLX", "speed-up",
-                    "peak RSS MB pyannote / MLX"], _speed_rows(timing)),
+                    "peak RSS MB pyannote / MLX", "timed runs"], _speed_rows(timing)),
         "",
-        *([] if memory is None else [
-            "### Memory curve (MLX side alone, float32, synthetic conversations, a fresh process each)", "",
-            curve_table(memory), ""]),
-        *precision_report.variants_markdown(pipeline, timing),
-        *(precision_report.markdown(sensitivity) if sensitivity is not None else []),
     ]
     stages = [s for s in STAGES[:-1] if s in set(timing["stage"])]
     if stages:
-        lines += ["Per-stage speed-up (pyannote s ÷ MLX s):", "",
-                  *_md_table(["file", "variant", *stages], _stage_rows(timing, stages)), ""]
-    if meta.get("warmup"):
-        lines += [f"_{_md(meta['warmup'])}._", ""]
-    failures = list(meta.get("failures", []))
-    if failures:
-        lines += ["### Failures", *(f"- {_md(f)}" for f in failures[:FAILURES_IN_SUMMARY])]
+        details += ["Per-stage speed-up (pyannote s ÷ MLX s):", "",
+                    *_md_table(["file", "variant", *stages], _stage_rows(timing, stages)), ""]
+    if memory is not None:
+        details += ["### Memory curve (MLX side alone, float32, synthetic conversations, a fresh process each)", "",
+                    curve_table(memory), ""]
+    if sensitivity is not None:
+        details += precision_report.markdown(sensitivity)
+    if len(failures) > FAILURES_ON_SCREEN:
+        details += ["### Failures", *(f"- {_md(f)}" for f in failures[:FAILURES_IN_SUMMARY])]
         if len(failures) > FAILURES_IN_SUMMARY:
-            lines.append(f"- … and {len(failures) - FAILURES_IN_SUMMARY} more (report.html lists all)")
-        lines.append("")
-    lines.append(f"Plots and full tables: `report.html`. Created {_md(meta.get('created', '?'))}.")
+            details.append(f"- … and {len(failures) - FAILURES_IN_SUMMARY} more (report.html lists all)")
+        details.append("")
+    lines += ["<details><summary>Every table: layers, pipeline, speed &amp; memory, per stage</summary>", "",
+              *details, "</details>", "",
+              f"Plots and full tables: `report.html`; every timed run: `timing_runs.csv`. "
+              f"Created {_md(meta.get('created', '?'))}."]
     return "\n".join(lines) + "\n"
+
+
+def _timing_note(meta: dict) -> str:
+    """How the timings were taken: warm-up, repeats, and pyannote's run measured now or taken from the cache."""
+    parts = [str(meta["warmup"])] if meta.get("warmup") else []
+    repeats = int(meta.get("repeats") or 1)
+    parts.append(f"MLX medians of {repeats} interleaved timed runs" if repeats > 1 else "one timed run per side")
+    cached = {uri: r.get("cached") for uri, r in (meta.get("reference") or {}).items() if r.get("cached")}
+    if cached:
+        dates = sorted(set(cached.values()))
+        parts.append(f"pyannote's run of {len(cached)} of {len(meta['reference'])} file(s) taken from the reference "
+                     f"cache (measured {', '.join(dates)}; --fresh-reference reruns it)")
+    elif meta.get("reference"):
+        parts.append("pyannote measured in this run")
+    return "; ".join(parts)
+
+
+def _mlx_variants(timing: pd.DataFrame) -> list[Any]:
+    return list(timing.loc[timing["side"] == "mlx", "variant"].unique())
+
+
+def _speed_ratio_rows(timing: pd.DataFrame) -> list[list[str]]:
+    """Per file: pyannote's total seconds, then each MLX variant's whole-pipeline speed ratio."""
+    totals = timing[timing["stage"] == "total"]
+    rows = []
+    for file, g in totals.groupby("file", sort=False):
+        p = g[g["side"] == "pyannote"]
+        seconds = _secs(p["seconds"].iloc[0]) if len(p) else DASH
+        if len(p) and str(p["cached"].iloc[0] if "cached" in p else ""):
+            seconds += " (cached)"
+        ratio = g[g["side"] == "mlx"].set_index("variant")["speed_ratio"]
+        rows.append([_md(file), seconds, *(_ratio(ratio.get(v)) for v in _mlx_variants(timing))])
+    return rows
+
+
+def _variant_rows(layers: pd.DataFrame, pipeline: pd.DataFrame) -> list[list[str]]:
+    """Per MLX variant, worst file: verdict, DER, frames, cosine, speakers, worst layer, size, share quantized."""
+    mlx = pipeline[(pipeline["side"] == "mlx") & (pipeline["file"] != "(all)")]
+    rows = []
+    for variant, g in mlx.groupby("variant", sort=False):
+        own = layers[layers["variant"] == variant]
+        worst = own.loc[own["rel_l2"].idxmax()] if own["rel_l2"].notna().any() else None
+        layer = DASH if worst is None else f"{_md(worst['model'])}/{_md(worst['layer'])}: {_sci(worst['rel_l2'])}"
+        checked = _all_passed([*g["passed"], *own["passed"]])
+        speakers = g[["speakers", "pyannote_speakers"]].dropna()
+        rows.append([_md(variant), "reported" if checked is None else _md_pass(checked),
+                     _pct(g["der_vs_pyannote"].max()), _pct(g["segmentation_frame_agreement"].min()),
+                     _cos(g["embedding_min_cosine"].min()),
+                     DASH if speakers.empty else ("yes" if (speakers.iloc[:, 0] == speakers.iloc[:, 1]).all() else "NO"),
+                     layer, _mb1(g["size_mb"].iloc[0]), _pct(g["quantized_share"].iloc[0])])
+    return rows
+
+
+def _worst_layers(layers: pd.DataFrame, count: int = 3) -> list[str]:
+    """The `count` layers to look at first: failing ones, then gated ones, then the rest, by relative L2 error."""
+    if not len(layers):
+        return []
+    rank = layers.assign(_failed=layers["passed"].map(lambda v: not _na(v) and not bool(v)),
+                         _gated=layers["passed"].map(lambda v: not _na(v)))
+    rank = rank.sort_values(["_failed", "_gated", "rel_l2"], ascending=False, kind="stable", na_position="last")
+    many_files = layers["file"].nunique() > 1
+    out = []
+    for _, row in rank.head(count).iterrows():
+        where = f"{_md(row['variant'])} {_md(row['model'])}/{_md(row['layer'])}" + (
+            f" ({_md(row['file'])})" if many_files else "")
+        out.append(f"{where} {_sci(row['rel_l2'])} {_md_pass(None if _na(row['passed']) else bool(row['passed']))}")
+    return out
 
 
 def _layer_rows(layers: pd.DataFrame) -> list[list[str]]:
@@ -235,6 +330,7 @@ def _pipeline_rows(pipeline: pd.DataFrame) -> list[list[str]]:
             _pct(m["jer_vs_pyannote"]),
             f"{_pct(_get(p, 'jer_vs_reference'))} / {_pct(m['jer_vs_reference'])}",
             f"{_int(m['reference_speakers'])} / {_int(_get(p, 'speakers'))} / {_int(m['speakers'])}",
+            _cos(m["embedding_min_cosine_own_masks"]), _md(m["target"]) if not _na(m["target"]) else DASH,
             _md_pass(_all_passed([m["passed"], _get(p, "passed")])),
         ])
     return rows
@@ -249,6 +345,7 @@ def _speed_rows(timing: pd.DataFrame) -> list[list[str]]:
             _md(m["file"]), _md(m["variant"]), f"{_secs(_get(p, 'seconds'))} / {_secs(m['seconds'])}",
             f"{_secs(_get(p, 'rtf'))} / {_secs(m['rtf'])}", _ratio(m["speed_ratio"]),
             f"{_mb(_get(p, 'peak_rss_mb'))} / {_mb(m['peak_rss_mb'])}",
+            f"{_int(_get(p, 'repeats'))}{' (cached)' if _get(p, 'cached') else ''} / {_int(m.get('repeats'))}",
         ])
     return rows
 
@@ -324,7 +421,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         _frame_html(pipeline),
         *timelines,
         "<h2>3. Speed &amp; memory</h2>",
-        f'<p class="small">{_e(meta.get("warmup", ""))}</p>',
+        f'<p class="small">{_e(_timing_note(meta))}</p>',
         *timing_plots,
         _frame_html(timing),
         *([] if memory is None else ["<h3>Memory curve</h3>",

@@ -74,6 +74,22 @@ class TimingRow:
     speed_ratio: float  # pyannote seconds / MLX seconds (NaN on pyannote's rows)
     peak_rss_mb: float
     warmup_runs: int
+    repeats: int = 1  # timed runs; `seconds` and `peak_rss_mb` are their medians (each run in timing_runs.csv)
+    cached: str = ""  # pyannote rows taken from the reference cache: when that run was measured (ISO date)
+
+
+@dataclasses.dataclass
+class TimingRun:
+    """Wall-clock of one stage in one timed run (timing_runs.csv): the samples `harness diff` tests."""
+
+    file: str
+    variant: str
+    side: str
+    stage: str
+    repeat: int  # 0-based, in the order the runs were made (variants interleaved within a repeat)
+    seconds: float
+    peak_rss_mb: float
+    cached: str = ""
 
 
 @dataclasses.dataclass

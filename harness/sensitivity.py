@@ -153,36 +153,6 @@ def worst(frame):
         speakers_equal=("speakers_equal", "all")).reset_index()
 
 
-def _min_or_dash(group, column: str) -> str:
-    """The column's minimum over the group as a cosine, or a dash where it was not measured."""
-    value = group[column].min() if column in group else float("nan")
-    return "–" if value != value else f"{value:.5f}"
-
-
-def variants_markdown(pipeline, timing) -> list[str]:
-    """Per MLX variant, worst file: DER, frames, cosine, speakers, size on disk, share quantized, speed vs float32."""
-    mlx = pipeline[(pipeline["side"] == "mlx") & (pipeline["file"] != "(all)")]
-    if not len(mlx) or "size_mb" not in mlx:
-        return []
-    totals = timing[(timing["side"] == "mlx") & (timing["stage"] == "total")].groupby("variant")["seconds"].sum()
-    base = totals.get("float32")
-    rows = []
-    for variant, g in mlx.groupby("variant", sort=False):
-        checked = [bool(v) for v in g["passed"] if v is not None and v == v]
-        verdict = "reported" if not checked else ("✅" if all(checked) else "❌")
-        speed = f"{base / totals[variant]:.2f}×" if base and variant in totals else "–"
-        rows.append([str(variant), f"{100 * g['der_vs_pyannote'].max():.2f}", f"{100 * g['segmentation_frame_agreement'].min():.2f} %",
-                     _min_or_dash(g, "embedding_min_cosine"), _min_or_dash(g, "embedding_min_cosine_own_masks"),
-                     "yes" if (g["speakers"] == g["pyannote_speakers"]).all() else "NO",
-                     f"{g['size_mb'].iloc[0]:.1f}", f"{100 * g['quantized_share'].iloc[0]:.1f} %", speed,
-                     str(g["target"].iloc[0] or "–"), verdict])
-    header = ["variant", "DER vs pyannote (pt, worst file)", "seg. frames equal (min)",
-              "emb. cosine, pyannote's masks (min)", "emb. cosine, own masks (min, not gated)", "speakers equal",
-              "size MB", "params quantized", "speed vs MLX float32", "target", "pass"]
-    return ["### Precision variants", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
-
-
 def markdown(frame) -> list[str]:
     """The map as markdown tables: one per dtype, a row per block, both probe directions side by side."""
     if frame is None or not len(frame):

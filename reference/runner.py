@@ -293,13 +293,47 @@ def run_reference(
 
 
 META_KEY = "__meta__"
+# What a bundle holds and how (the arrays and meta keys above, the annotations below); recorded in
+# every bundle, checked by `load_run`, and part of the key of `harness.refcache`'s entries.
+BUNDLE_FORMAT = 2
+ANNOTATIONS = ("diarization", "exclusive_diarization")
+
+
+def _json_track(track: Any) -> int | str:
+    """A pyannote track name as JSON keeps it (pyannote names tracks by int or str)."""
+    if isinstance(track, (bool, np.bool_)) or not isinstance(track, (int, np.integer, str)):
+        raise TypeError(f"track {track!r}: only int or str track names can be saved")
+    return track if isinstance(track, str) else int(track)
+
+
+def _annotation_arrays(annotation) -> tuple[np.ndarray, dict[str, Any]]:
+    """An Annotation as (segments (n, 2) float64, {uri, tracks, labels}): exact, unlike RTTM's 3 decimals."""
+    turns = list(annotation.itertracks(yield_label=True))
+    segments = np.array([[s.start, s.end] for s, _, _ in turns], dtype=np.float64).reshape(-1, 2)
+    return segments, {"uri": annotation.uri, "tracks": [_json_track(t) for _, t, _ in turns],
+                      "labels": [str(label) for _, _, label in turns]}
+
+
+def _annotation(segments: np.ndarray, meta: dict[str, Any]):
+    from pyannote.core import Annotation, Segment
+
+    annotation = Annotation(uri=meta["uri"])
+    if len(segments) != len(meta["tracks"]) or len(segments) != len(meta["labels"]):
+        raise ValueError("annotation arrays and labels differ in length")
+    for (start, end), track, label in zip(segments.tolist(), meta["tracks"], meta["labels"]):
+        annotation[Segment(start, end), track] = label
+    return annotation
 
 
 def save_bundle(run: ReferenceRun, path: str | Path) -> Path:
-    """Write arrays and metadata into one .npz file (no pickle; metadata as JSON bytes)."""
+    """Write arrays, both diarizations (exact segment times) and metadata into one .npz file, atomically
+    (no pickle; metadata as JSON bytes)."""
     path = Path(path)
     payload = {name: np.ascontiguousarray(value) for name, value in run.arrays.items()}
-    payload[META_KEY] = np.frombuffer(json.dumps(run.meta).encode(), dtype=np.uint8)
+    meta = {**run.meta, "bundle_format": BUNDLE_FORMAT, "annotations": {}}
+    for name in ANNOTATIONS:
+        payload[f"annotations/{name}"], meta["annotations"][name] = _annotation_arrays(getattr(run, name))
+    payload[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **payload)
     return path
@@ -311,3 +345,16 @@ def load_bundle(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
         arrays = {name: data[name] for name in data.files if name != META_KEY}
         meta = json.loads(data[META_KEY].tobytes().decode())
     return arrays, meta
+
+
+def load_run(path: str | Path) -> ReferenceRun:
+    """The `ReferenceRun` that `save_bundle` wrote, diarizations included, as it was in memory.
+
+    Raises ValueError (or what NumPy raises on a damaged file: OSError, EOFError, zipfile.BadZipFile,
+    KeyError) for a bundle of another format or a damaged one."""
+    arrays, meta = load_bundle(path)
+    if meta.pop("bundle_format", None) != BUNDLE_FORMAT:
+        raise ValueError(f"{path}: not a bundle of format {BUNDLE_FORMAT}")
+    annotations = meta.pop("annotations")
+    found = {name: _annotation(arrays.pop(f"annotations/{name}"), annotations[name]) for name in ANNOTATIONS}
+    return ReferenceRun(arrays=arrays, meta=meta, **found)

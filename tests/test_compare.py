@@ -15,6 +15,17 @@ from harness import compare
 from mlx_diar.errors import OptionError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reference_cache(tmp_path_factory) -> Path:
+    """This module's pyannote runs are cached in a folder of its own (the first compare fills it)."""
+    from harness import refcache
+
+    folder = tmp_path_factory.mktemp("reference-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refcache, "directory", lambda: folder)
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, sample) -> Path:
     """8 s of the bundled sample (speech from 6.7 s on) with the matching slice of its RTTM."""
@@ -73,6 +84,38 @@ def test_report_files_and_columns(report) -> None:
     text = "\n".join(summary)  # with fast modes, a column of their DER against exact mode
     assert "| clip | float32 | 0.00 % | – |" in text and "| clip | float32-sparse | " in text
     assert json.loads((out / "meta.json").read_text())["verdict"]["passed"] is True
+
+
+def test_a_cached_reference_run_is_reused_and_said(report, clip: Path, reference_cache: Path, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    """The second compare of a file takes pyannote's run from the cache (pyannote is not even loaded), gives the
+    same parity rows, marks pyannote's timing as cached with its date; `--fresh-reference` runs pyannote again."""
+    import reference.runner
+
+    _, first = report
+    assert len(list(reference_cache.glob("*.npz"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pyannote loaded although its run is cached")
+
+    monkeypatch.setattr(reference.runner, "load_pipeline", refuse)
+    argv = ["--audio", str(clip), "--dtype", "float32", "--embedding-mode", "sparse", "shared", "--check", "--quiet"]
+    assert compare.main([*argv, "--out", str(tmp_path / "r"), "--repeat", "2"]) == 0
+    pipeline = pd.read_csv(tmp_path / "r" / "pipeline.csv")
+    pd.testing.assert_frame_equal(pipeline, pd.read_csv(first / "pipeline.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r" / "layers.csv"), pd.read_csv(first / "layers.csv"))
+    timing = pd.read_csv(tmp_path / "r" / "timing.csv", keep_default_na=False)
+    measured = json.loads((first / "meta.json").read_text())["created"][:10]
+    pyannote = timing[timing.side == "pyannote"]
+    assert pyannote["cached"].str.startswith(measured).all() and (timing.loc[timing.side == "mlx", "cached"] == "").all()
+    assert (timing.loc[timing.side == "mlx", "repeats"] == 2).all() and (pyannote["repeats"] == 1).all()
+    runs = pd.read_csv(tmp_path / "r" / "timing_runs.csv")
+    assert sorted(runs.loc[runs.variant == "float32", "repeat"].unique()) == [0, 1]
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["pyannote_loaded"] is False and meta["reference"]["clip"]["cached"].startswith(measured)
+    assert "taken from the reference cache (measured " in (tmp_path / "r" / "summary.md").read_text()
+    with pytest.raises(AssertionError, match="pyannote loaded"):
+        compare.main([*argv, "--out", str(tmp_path / "fresh"), "--fresh-reference"])
 
 
 def test_check_fails_on_a_perturbed_lstm_and_names_it(clip: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -134,6 +177,8 @@ def test_variants() -> None:
     assert [v.name for v in fast] == ["float32", "float16", "bfloat16", "float32-sparse", "float16-sparse",
                                       "bfloat16-sparse"]
     assert fast[3].exact == fast[0] and fast[3].model_name == "float32"
+    for variant in compare.variants("all", 4, 32, pure=True, fast_modes=("sparse", "shared")):
+        assert compare.Variant.parse(variant.name) == variant  # `--variant NAME` names any variant
 
 
 def test_fast_mode_target_is_its_der_against_exact_mode() -> None:

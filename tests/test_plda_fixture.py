@@ -87,3 +87,20 @@ def test_reference_pipeline_separates_synthetic_speakers(reference_pipeline) -> 
     mean_der = float(np.mean([result["der"] for result in scores.values()]))
     print(f"mean DER over {CLIPS} clips: {mean_der:.1%}")
     assert mean_der < MAX_MEAN_DER
+
+
+def test_pooled_statistics_shared_with_helpers_give_the_same_bits(fixture_root: Path, monkeypatch) -> None:
+    """The fixture build shares the chunks between this process and helper interpreters: the statistics
+    are bit for bit those of one process (so the fixture's files and their sha256 do not depend on the
+    machine's core count); a helper that fails is an error, not a silent gap."""
+    rng = np.random.default_rng(0)
+    chunks = plda.Chunks(waveforms=(0.1 * rng.standard_normal((5, 160_000))).astype(np.float32),
+                         masks=(rng.random((5, plda.SPEAKERS_PER_CHUNK, plda.MASK_FRAMES)) > 0.5).astype(np.float32),
+                         labels=np.zeros((5, plda.SPEAKERS_PER_CHUNK), dtype=int))
+    checkpoint = fixture_root / "embedding/pytorch_model.bin"
+    alone = plda.pooled_statistics(checkpoint, chunks, batch_size=2, workers=1)
+    shared = plda.pooled_statistics(checkpoint, chunks, batch_size=2, workers=2)
+    assert alone.shape == (5, plda.SPEAKERS_PER_CHUNK, 5120) and np.array_equal(alone, shared)
+    monkeypatch.setattr(plda.sys, "executable", "/bin/false")  # a helper that exits at once, status 1
+    with pytest.raises(RuntimeError, match="helper .* exited with status 1"):
+        plda.pooled_statistics(checkpoint, chunks, batch_size=2, workers=2)

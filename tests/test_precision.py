@@ -182,10 +182,36 @@ def test_embedding_cosine_is_measured_on_pyannotes_masks(mlx_pipeline, sample_10
     differ by a few frames from the ones pyannote pooled over no longer does."""
     arrays = reference_run_10s.arrays
     assert embedding_min_cosine(mlx_pipeline, sample_10s, arrays) >= targets.EMBEDDING_COSINE_F32
-    moved = dict(arrays)
-    segmentation = np.array(arrays["segmentation"], copy=True)
-    chunk, speaker = np.argwhere(np.nansum(segmentation, axis=1) > 50)[0]
-    active = np.flatnonzero(segmentation[chunk, :, speaker] > 0)
-    segmentation[chunk, active[:40], speaker] = 0  # one speaker's first 40 frames in one chunk
-    moved["segmentation"] = segmentation
+    moved = {**arrays, "segmentation": _moved(arrays["segmentation"])}
     assert embedding_min_cosine(mlx_pipeline, sample_10s, moved) < targets.EMBEDDING_COSINE_F32
+
+
+def test_embedding_cosine_recomputes_only_chunks_whose_masks_differ(mlx_pipeline, sample, monkeypatch) -> None:
+    """Given the run's own stages, only the chunks whose binarized segmentation differs from the one given
+    are computed again, and the cosine is the one of computing every chunk. Here the given segmentation
+    and embeddings are the run's own (20 s: 11 chunks), then the same with one chunk's masks moved."""
+    waveform = sample[0][: 20 * 16000]
+    out = mlx_pipeline.apply(waveform, uri="sample20", keep_stages=True)
+    window = out.stages["segmentation"].sliding_window
+    arrays = {"segmentation": out.stages["segmentation"].data, "embeddings": out.stages["embeddings"],
+              "segmentation.window": np.array([window.start, window.duration, window.step])}
+    computed: list[list[int]] = []
+    compute = mlx_pipeline.compute_chunks
+    monkeypatch.setattr(mlx_pipeline, "compute_chunks",
+                        lambda w, b, indices, e: computed.append([int(i) for i in indices]) or compute(w, b, indices, e))
+    assert embedding_min_cosine(mlx_pipeline, waveform, arrays, out.stages) == pytest.approx(1.0, abs=1e-6)
+    assert computed.pop() == []  # the same masks: nothing computed again
+    moved = {**arrays, "segmentation": _moved(arrays["segmentation"])}
+    chunk = int(np.flatnonzero((moved["segmentation"] != arrays["segmentation"]).any(axis=(1, 2)))[0])
+    whole = embedding_min_cosine(mlx_pipeline, waveform, moved)
+    assert whole < 0.9999 and not computed  # the whole stage again, by get_embeddings
+    assert embedding_min_cosine(mlx_pipeline, waveform, moved, out.stages) == pytest.approx(whole, abs=1e-6)
+    assert computed == [[chunk]] and len(arrays["segmentation"]) == 11
+
+
+def _moved(segmentation: np.ndarray) -> np.ndarray:
+    """One speaker's first 40 frames in one chunk removed."""
+    moved = np.array(segmentation, copy=True)
+    chunk, speaker = np.argwhere(np.nansum(moved, axis=1) > 50)[0]
+    moved[chunk, np.flatnonzero(moved[chunk, :, speaker] > 0)[:40], speaker] = 0
+    return moved

@@ -137,15 +137,28 @@ def test_csv_matches_rows(report, name, row_type):
     assert (written["file"] == EVIL).all()
 
 
-def test_summary_is_short_and_starts_with_the_verdict(report):
+def test_summary_fits_one_screen_and_starts_with_the_verdict(report):
+    """Verdict, the variants table, the three worst layers and the speed ratios on one screen; every
+    other table behind <details>."""
     paths, _ = report
     text = paths["summary.md"].read_text(encoding="utf-8")
     lines = text.splitlines()
     assert lines[0].startswith("## ❌ FAIL: first failure:")
     assert html.escape(VERDICT, quote=False) in lines[0]
-    for header in ("### Layers", "### Pipeline", "### Speed & memory", "### Failures"):
-        assert header in lines
-    assert len(lines) < 60
+    screen = lines[:lines.index("<details><summary>Every table: layers, pipeline, speed &amp; memory, per stage</summary>")]
+    assert len(screen) <= 30
+    header = next(line for line in screen if line.startswith("| variant | pass |"))
+    rows = [line for line in screen if line.startswith(("| float32 |", "| float16 |", "| float32-q8g64 |"))]
+    assert "DER vs pyannote" in header and "worst layer" in header and len(rows) == 3
+    assert "| float16 | ❌ |" in rows[1] and "| float32-q8g64 | ✅ |" in rows[2]  # layer failures count
+    worst = next(line for line in screen if line.startswith("**Worst layers**"))
+    assert worst.count(";") == 2 and worst.index("float16 embedding/embedding 7.9e-05 ❌") < worst.index("✅")
+    speed = screen.index("| file | pyannote s | float32 | float16 | float32-q8g64 |")
+    assert screen[speed + 2].endswith("| 5.500 | 2.50× | 2.50× | 2.50× |")
+    assert "**Failures** (1):" in screen
+    for header in ("### Layers", "### Pipeline", "### Speed & memory"):
+        assert lines.index(header) > len(screen)
+    assert lines[-1].startswith("Plots and full tables: `report.html`")
     assert "<script>" not in text
     assert "2.50×" in text and "0.00 %" in text and "6.80 %" in text
     assert re.search(r"\d\.\de-0\d", text)  # errors in scientific notation
@@ -177,7 +190,7 @@ def test_passing_run_over_two_files(tmp_path):
     paths = write_reports(tmp_path, layers, pipeline, timing, meta, diarizations)
     summary = paths["summary.md"].read_text(encoding="utf-8")
     assert summary.startswith("## ✅ PASS: every target met\n")
-    assert "### Failures" not in summary and "| b.wav | float16 | 0.00 % | – / – |" in summary
+    assert "Failures" not in summary and "| b.wav | float16 | 0.00 % | – / – |" in summary
     assert "| (all) | float16 | 0.10 % | – / – |" in summary
     page = paths["report.html"].read_text(encoding="utf-8")
     assert 'class="verdict pass"' in page and page.count("data:image/png;base64,") == 6
@@ -241,3 +254,26 @@ def test_memory_curve_goes_into_every_report(tmp_path):
     assert "| 60 | exact | 840 | +20.0% | 210 | 117 | 155 | 3600.0 |" in paths["summary.md"].read_text(encoding="utf-8")
     np.testing.assert_allclose(pd.read_csv(paths["memory.csv"])["growth_vs_first"], [0.0, 0.2])
     assert "Memory curve" in paths["report.html"].read_text(encoding="utf-8")
+
+
+def test_cached_pyannote_timing_and_repeats_are_said_in_every_report(tmp_path):
+    """A pyannote run taken from the reference cache is marked "cached" with its date in summary.md and
+    report.html; repeated MLX runs go to timing_runs.csv and the summary says medians of how many."""
+    from harness.compare import stage_runs, timing_summary
+
+    date = "2026-01-02T03:04:05+00:00"
+    runs = stage_runs(EVIL, "pyannote", "pyannote", dict.fromkeys(STAGES, 2.0), 900.0, 0, cached=date)
+    runs += [run for r in range(5) for run in stage_runs(EVIL, "float32", "mlx", dict.fromkeys(STAGES, 1.0 + r / 10),
+                                                         400.0, r)]
+    timing = timing_summary(runs, 30.0, warmup_runs=1)
+    meta = {**_meta(), "repeats": 5, "reference": {EVIL: {"cached": date}}}
+    pipeline = [row for row in _pipeline() if row.variant in ("pyannote", "float32")]
+    paths = write_reports(tmp_path, _layers(), pipeline, timing, meta, _diarizations(), runs=runs)
+    summary = paths["summary.md"].read_text(encoding="utf-8")
+    assert f"| 2.000 (cached) | {2 / 1.2:.2f}× |" in summary  # pyannote / the MLX median (1.2 s)
+    assert f"MLX medians of 5 interleaved timed runs; pyannote's run of 1 of 1 file(s) taken from the reference " \
+           f"cache (measured {date}" in summary
+    page = paths["report.html"].read_text(encoding="utf-8")
+    assert f"taken from the reference cache (measured {date}" in page and f"<td>{date}</td>" in page
+    written = pd.read_csv(paths["timing_runs.csv"])
+    assert len(written) == 6 * len(STAGES) and sorted(written["repeat"].unique()) == [0, 1, 2, 3, 4]

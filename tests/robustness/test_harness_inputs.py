@@ -127,6 +127,23 @@ def test_dataset_and_layer_items_options(tmp_path: Path, capsys) -> None:
     assert "--memory-curve -5: minutes must be above 0" in line
 
 
+@pytest.mark.parametrize("options, problem", [
+    (["--repeat", "0"], "--repeat 0: must be 1 to 100"),
+    (["--variant", "float64"], "--variant float64: expected DTYPE[-pure][-qBITSgGROUP][-MODE]"),
+    (["--variant", "float32-pure"], "--variant float32-pure: expected"),
+    (["--variant", "float32", "float32"], "--variant float32: given twice"),
+    (["--variant", "float16-sparse"], "--variant float16-sparse: a fast mode is judged against its exact mode; "
+                                      "add float16"),
+    (["--variant", "float32", "--quantize", "8"], "--variant names the variants: give it without --dtype"),
+    (["--dataset", ".", "--repeat", "5"], "--repeat, --no-warmup and --fresh-reference apply to --audio runs"),
+    (["--dataset", ".", "--fresh-reference"], "not the reference cache"),
+])
+def test_variant_and_repeat_options(tmp_path: Path, capsys, options: list[str], problem: str) -> None:
+    source = [] if "--dataset" in options else ["--audio", str(_wav(tmp_path))]
+    assert problem in _error([*source, *options, "--out", str(tmp_path / "r")], capsys)
+    assert not (tmp_path / "r").exists()  # refused before the report folder is made
+
+
 def test_error_types_for_the_python_api(tmp_path: Path) -> None:
     """The same checks raise typed errors from Python (all MlxDiarError, so one `except` catches them)."""
     wav = _wav(tmp_path)

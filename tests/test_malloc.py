@@ -60,7 +60,7 @@ class _RecordingLibc:
 @pytest.fixture()
 def libc(monkeypatch: pytest.MonkeyPatch) -> _RecordingLibc:
     fake = _RecordingLibc()
-    monkeypatch.setattr(_malloc, "_TUNED", False)
+    monkeypatch.setattr(malloc, "_TUNED", False)
     monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: fake)
     monkeypatch.setattr(malloc.sys, "platform", "linux")
     monkeypatch.delenv("MLX_DIAR_NO_MALLOC_TUNING", raising=False)

@@ -9,7 +9,6 @@ mean), torch (pyannote's pooling probe) and pyannote.database do not reach stder
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_diar.runtime.audio import SAMPLE_RATE, rttm_uri
+from mlx_diar.runtime.audio import SAMPLE_RATE
 
 
 # ---------------------------------------------------------------------------------------------- compare uris

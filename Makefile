@@ -1,7 +1,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo parity test doctor clean
+.PHONY: install demo parity gpu-check test doctor clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ PARITY_AUDIO = $(SAMPLE) tests/data/speakrs/test.wav tests/data/speakrs/test_sho
 parity: install
 	$(PY) -m harness compare --dtype all --quantize 8 --embedding-mode sparse --check --audio $(PARITY_AUDIO) \
 		--out reports/parity
+
+# On a machine with an MLX GPU backend (Metal; CUDA on Linux, installed by the command when missing): every
+# variant's parity gates on its native numerics and the speed table of both kernel routes (docs/performance.md).
+gpu-check: install
+	$(PY) -m harness gpu-check --out reports/gpu-check
 
 test: install
 	$(PY) -m pytest -q

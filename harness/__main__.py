@@ -1,4 +1,4 @@
-"""Command line of the harness: `python -m harness compare [...] | diff BASE HEAD [...] | sensitivity [...] | profile [...] | memory [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
+"""Command line of the harness: `python -m harness compare [...] | diff BASE HEAD [...] | sensitivity [...] | profile [...] | gpu-check [...] | memory [...] | fixtures | plda [DIR] | reference ... | synth-corpus DIR`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.profile import main as profile
 
         return profile(argv[1:])
+    if argv and argv[0] == "gpu-check":
+        from harness.gpu_check import main as gpu_check
+
+        return gpu_check(argv[1:])
     if argv and argv[0] == "memory":
         from harness.memory import main as memory
 
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "speed with significance; writes diff.md and diff.html (see diff -h)")
     sub.add_parser("sensitivity", help="precision-sensitivity map of the model blocks (see sensitivity -h)")
     sub.add_parser("profile", help="per-layer timing of both models, MLX vs torch (see profile -h)")
+    sub.add_parser("gpu-check", help="every variant's parity gates and both kernel routes' speed on an MLX GPU "
+                                     "(see gpu-check -h)")
     sub.add_parser("memory", help="peak RSS of the MLX pipeline on 10/30/60 minutes (see memory -h)")
     sub.add_parser("reference", help="`python -m reference` with the offline fixture pipeline as default checkpoint")
     sub.add_parser("fixtures", help="build (if needed) the offline fixture pipeline and print its directory")

@@ -191,6 +191,13 @@ def segmentation_agreement(mine: np.ndarray, reference: np.ndarray) -> tuple[flo
     return float(np.mean(same)), float(np.mean(same[decided])) if decided.any() else 1.0
 
 
+def flipped_ties(mine: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(chunks, frames) mask of the frames where the argmax differs and the reference's top-2 margin is
+    below `targets.SEGMENTATION_TIE_MARGIN`: ties that float32 rounding decides either way."""
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    return (mine.argmax(-1) != reference.argmax(-1)) & ((top2[..., 1] - top2[..., 0]) < targets.SEGMENTATION_TIE_MARGIN)
+
+
 def min_cosine(mine: np.ndarray, reference: np.ndarray) -> float:
     """Smallest cosine similarity over (chunk, speaker) embeddings."""
     a, b = mine.reshape(-1, mine.shape[-1]), reference.reshape(-1, reference.shape[-1])

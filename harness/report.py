@@ -194,6 +194,7 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
         "",
         f"_{_md(_timing_note(meta))}_",
         "",
+        *(f"_{_md(note)}_\n" for note in _notes(meta, timing)),
     ]
     if failures:
         lines += [f"**Failures** ({len(failures)}):", *(f"- {_md(f)}" for f in failures[:FAILURES_ON_SCREEN]), ""]
@@ -232,6 +233,12 @@ def summary_markdown(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.Da
               f"Plots and full tables: `report.html`; every timed run: `timing_runs.csv`. "
               f"Created {_md(meta.get('created', '?'))}."]
     return "\n".join(lines) + "\n"
+
+
+def _notes(meta: dict, timing: pd.DataFrame) -> list[str]:
+    """The meta's notes on reduced or quantized variants, when the report has one."""
+    reduced = any(not str(v).startswith("float32") or "-q" in str(v) for v in _mlx_variants(timing))
+    return list(meta.get("notes", [])) if reduced else []
 
 
 def _timing_note(meta: dict) -> str:
@@ -278,11 +285,22 @@ def _variant_rows(layers: pd.DataFrame, pipeline: pd.DataFrame) -> list[list[str
         checked = _all_passed([*g["passed"], *own["passed"]])
         speakers = g[["speakers", "pyannote_speakers"]].dropna()
         rows.append([_md(variant), "reported" if checked is None else _md_pass(checked),
-                     _pct(g["der_vs_pyannote"].max()), _pct(g["segmentation_frame_agreement"].min()),
+                     _der_cell(g), _pct(g["segmentation_frame_agreement"].min()),
                      _cos(g["embedding_min_cosine"].min()),
                      DASH if speakers.empty else ("yes" if (speakers.iloc[:, 0] == speakers.iloc[:, 1]).all() else "NO"),
                      layer, _mb1(g["size_mb"].iloc[0]), _pct(g["quantized_share"].iloc[0])])
     return rows
+
+
+def _der_cell(rows: pd.DataFrame) -> str:
+    """The worst DER vs pyannote; where float32 rounding split tie frames, also the DER with those frames
+    decided as pyannote decides them (what the float32 gate holds to 0)."""
+    cell = _pct(rows["der_vs_pyannote"].max())
+    ties = rows["tie_frames_flipped"].fillna(0) if "tie_frames_flipped" in rows else pd.Series(dtype=float)
+    if ties.gt(0).any():
+        cell += (f" ({_pct(rows['der_vs_pyannote_ties_resolved'].max())} with {int(ties.sum())} tie frame(s) "
+                 "as pyannote decides them)")
+    return cell
 
 
 def _worst_layers(layers: pd.DataFrame, count: int = 3) -> list[str]:
@@ -422,6 +440,7 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
         *timelines,
         "<h2>3. Speed &amp; memory</h2>",
         f'<p class="small">{_e(_timing_note(meta))}</p>',
+        *(f'<p class="small">{_e(note)}</p>' for note in _notes(meta, timing)),
         *timing_plots,
         _frame_html(timing),
         *([] if memory is None else ["<h3>Memory curve</h3>",

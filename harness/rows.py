@@ -52,6 +52,11 @@ class PipelineRow:
     jer_vs_reference: float = NAN
     der_vs_pyannote: float = NAN
     jer_vs_pyannote: float = NAN
+    # frames where the two sides' argmax differ on a tie (pyannote's top-2 margin below SEGMENTATION_TIE_MARGIN),
+    # and the MLX DER once those frames take pyannote's decision (the float32 gate; equal to der_vs_pyannote
+    # without such a frame)
+    tie_frames_flipped: float = NAN
+    der_vs_pyannote_ties_resolved: float = NAN
     der_vs_exact: float = NAN  # fast embedding modes: against the same conversion in exact mode
     segmentation_frame_agreement: float = NAN
     segmentation_frame_agreement_decided: float = NAN

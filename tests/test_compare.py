@@ -237,3 +237,12 @@ def test_corpus_records_are_keyed_on_the_embedding_modes_too() -> None:
 
     assert task("sparse").fingerprint == task("sparse").fingerprint
     assert len({task().fingerprint, task("sparse").fingerprint, task("shared").fingerprint}) == 3
+
+
+def test_only_differing_frames_with_a_small_margin_are_ties() -> None:
+    from harness import targets
+    from harness.metrics import flipped_ties
+
+    reference = np.array([[[0.0, -1.0], [0.0, -targets.SEGMENTATION_TIE_MARGIN / 2], [0.0, -0.5]]], np.float32)
+    mine = np.array([[[0.0, -1.0], [-1e-3, 0.0], [-1.0, 0.0]]], np.float32)  # frames 1 and 2 flipped
+    np.testing.assert_array_equal(flipped_ties(mine, reference), [[False, True, False]])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from harness import targets
+from harness.compare import resolve_ties
 from harness.metrics import score, uem_for
 from mlx_diar.runtime.audio import SAMPLE_RATE
 from mlx_diar.runtime.inference import chunk_batches
@@ -21,15 +22,17 @@ from mlx_diar.models.kernels import ROUTES
 SYNTHETIC = {"synth-2spk": (2, 11), "synth-3spk": (3, 12), "synth-4spk": (4, 13)}
 
 
-@pytest.fixture(scope="module", params=["sample-10s", "sample-30s", *SYNTHETIC])
+# sample-11s: two chunks whose second holds a frame with pyannote's top-2 margin 1.3e-5 (a tie that float32
+# rounding splits here: DER 0.34 % before the tie is decided as pyannote decides it)
+@pytest.fixture(scope="module", params=["sample-10s", "sample-11s", "sample-30s", *SYNTHETIC])
 def pyannote_clip(request, sample, sample_10s, reference_pipeline, reference_run_10s):
     """(name, waveform, pyannote run) for one clip."""
     name = request.param
     if name == "sample-10s":
         waveform, reference = sample_10s, reference_run_10s
     else:
-        if name == "sample-30s":
-            waveform = sample[0]
+        if name.startswith("sample-"):
+            waveform = sample[0][: int(name[7:-1]) * SAMPLE_RATE]
         else:
             from harness.synth import TEST_VOICES, make_conversation
 
@@ -43,8 +46,13 @@ def pyannote_clip(request, sample, sample_10s, reference_pipeline, reference_run
 def clip(request, pyannote_clip, mlx_pipelines):
     """(name, waveform, pyannote run, MLX output with stages) for one clip on one kernel route."""
     name, waveform, reference = pyannote_clip
-    output = mlx_pipelines[request.param].apply(waveform, uri=reference.meta["uri"], keep_stages=True)
-    return f"{name} ({request.param} kernels)", waveform, reference, output
+    pipeline, uri = mlx_pipelines[request.param], reference.meta["uri"]
+    output = pipeline.apply(waveform, uri=uri, keep_stages=True)
+    # a frame split by float32 rounding (a tie in pyannote's scores) is decided as pyannote decides it
+    ties, resolved = resolve_ties(pipeline, waveform, uri, output.stages["segmentation_scores"],
+                                  reference.arrays["segmentation_scores"], keep_stages=True)
+    print(f"\n{name}: {ties} tie frame(s) split by float32 rounding")
+    return f"{name} ({request.param} kernels)", waveform, reference, resolved or output
 
 
 def test_der_against_pyannote_is_zero(clip) -> None:

@@ -147,7 +147,7 @@ def quantize_weights(entry: dict[str, Any], role: str, arrays: dict[str, mx.arra
     """Stage 4, quantize (from the float32 weights): (arrays with quantized units, {path: unit record},
     (quantized, all) parameters)."""
     model = build_model(entry)
-    chosen = quantize_module.plan(model, role, bits, group_size, keep_8bit)
+    chosen = quantize_module.plan(model, role, bits, group_size, keep_8bit, quantize_module.KEEP_FLOAT)
     return quantize_module.quantize_arrays(arrays, chosen), chosen, quantize_module.parameter_share(model, chosen, role)
 
 
@@ -201,7 +201,8 @@ def convert_pyannote_model(
     kept = quantize_module.KEEP_8BIT if quantize == 4 else {}
     if quantize:
         config["quantization"] = {"bits": quantize, "group_size": q_group_size, "layers": {}, "parameters": {},
-                                  "kept_8bit": {role: sorted(blocks) for role, blocks in kept.items()}}
+                                  "kept_8bit": {role: sorted(blocks) for role, blocks in kept.items()},
+                                  "kept_float": {role: sorted(b) for role, b in quantize_module.KEEP_FLOAT.items()}}
     plda = sources.plda
 
     arrays: dict[str, mx.array] = {}

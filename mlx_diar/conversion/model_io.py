@@ -29,7 +29,7 @@ from mlx_diar.models.pyannet import PyanNet, PyanNetConfig
 from mlx_diar.models.wespeaker import WeSpeakerConfig, WeSpeakerResNet34
 
 FORMAT_VERSION = 1
-CONVERTER_VERSION = 3  # 2: precision policy, quantized LSTM/conv units; 3: float32 quantization scales, LSTM float32 in the default half-precision policies. Bump when a sanitize or the on-disk layout changes: cached conversions are then redone
+CONVERTER_VERSION = 4  # 2: precision policy, quantized LSTM/conv units; 3: float32 quantization scales, LSTM float32 in the default half-precision policies; 4: quantized models keep the segmentation LSTM and classifier float. Bump when a sanitize or the on-disk layout changes: cached conversions are then redone
 DEFAULT_SHARD_SIZE = 5 * 1024**3
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -260,7 +260,7 @@ def _check_role(config: dict[str, Any], role: str, where: Path) -> None:
                                 f"(numbers {bound} and <= {_MAX_VALUE:g})")
 
 
-_QUANTIZATION_KEYS = {"bits", "group_size", "layers", "parameters", "kept_8bit"}
+_QUANTIZATION_KEYS = {"bits", "group_size", "layers", "parameters", "kept_8bit", "kept_float"}
 
 
 def validate_config(config: Any, where: Path) -> dict[str, Any]:

@@ -641,13 +641,15 @@ class SpeakerDiarizationPipeline:
     def apply(self, waveform: Waveform, uri: str = "audio", num_speakers: int | None = None,
               min_speakers: int | None = None, max_speakers: int | None = None,
               progress: Callable[[str, int, int], None] | None = None,
-              keep_stages: bool = False) -> DiarizeOutput:
-        """`SpeakerDiarization.apply` on a mono 16 kHz float32 waveform (an array or an `AudioFile`)."""
+              keep_stages: bool = False, scores: SlidingWindowFeature | None = None) -> DiarizeOutput:
+        """`SpeakerDiarization.apply` on a mono 16 kHz float32 waveform (an array or an `AudioFile`).
+        `scores`: the segmentation model's raw output to start from (an outside input, as
+        `segmentation_scores` returns it) instead of running the model."""
         num_speakers, min_speakers, max_speakers = set_num_speakers(num_speakers, min_speakers, max_speakers)
         stages: dict[str, Any] = {}
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        scores = self.segmentation_scores(waveform)
+        scores = self.segmentation_scores(waveform) if scores is None else scores
         segmentations = self.to_multilabel(scores)
         binarized = self.binarize_segmentations(segmentations)
         release_free_heap()

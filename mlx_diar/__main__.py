@@ -106,14 +106,15 @@ def diarize(args: argparse.Namespace) -> int:
         params, hyper = _overrides(args)
         if args.rttm_dir is not None:
             writable_dir(args.rttm_dir, f"--rttm-dir {args.rttm_dir}")
-        from mlx_diar.conversion.hub import resolve_model
-
-        args.model = resolve_model(args.model)  # a pyannote pipeline is converted once, then cached
         if args.dataset or args.manifest or args.protocol or args.workers or args.ray or not args.audio:
             return diarize_corpus(args, params, hyper)
         output = TextOutput(args.rttm if args.rttm is not None else "-", "--rttm", inputs=args.audio)
-        pipeline = SpeakerDiarizationPipeline(model_path=args.model, device=args.device, params=params,
-                                              hyper_parameters=hyper, kernels=args.kernels, compute=args.compute)
+        from mlx_diar.conversion.hub import resolve_model
+
+        # outputs checked first: a pyannote pipeline is converted (once, then cached) only for a run that can write
+        pipeline = SpeakerDiarizationPipeline(model_path=resolve_model(args.model), device=args.device,
+                                              params=params, hyper_parameters=hyper, kernels=args.kernels,
+                                              compute=args.compute)
     except (*USER_ERRORS, ValueError, RuntimeError) as e:  # ValueError/RuntimeError: parameters, device
         return report(e, args.debug)
     if args.print_params:

@@ -32,7 +32,7 @@ def test_readme_links_every_doc() -> None:
 def test_docs_cite_only_files_of_the_repository(doc: str) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
     assert "../" not in text and "/work/" not in text, f"{doc} points outside the repository"
-    written = {"FIXTURE.md", "summary.md", "corpus.md", "diff.md", "F.md"}  # files the project writes (F.md: an --out example)
+    written = {"FIXTURE.md", "summary.md", "corpus.md", "diff.md", "gpu-check.md", "F.md"}  # files the project writes (F.md: an --out example)
     in_repo = {path.name for path in ROOT.rglob("*.md") if ".venv" not in path.parts}
     for name in re.findall(r"[\w.-]+\.md\b", text):
         assert name in in_repo | written, f"{doc} cites {name}, which is neither in the repository nor written by it"

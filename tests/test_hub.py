@@ -14,9 +14,13 @@ import pytest
 
 from mlx_diar.conversion import convert, hub
 from mlx_diar.conversion.hub import resolve_model
+from mlx_diar.conversion.model_io import CONVERTER_VERSION, FORMAT_VERSION
 from mlx_diar.errors import CheckpointError, OptionError, UnsafeSourceError
 from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 from tests.hf_cache import COMMIT, fake_snapshot, pipeline_with_card
+
+VERSIONS = f"f{FORMAT_VERSION}c{CONVERTER_VERSION}"  # the cache key's on-disk format and converter versions
+
 
 @pytest.fixture
 def pipeline_dir(fixture_root: Path, tmp_path: Path) -> Path:
@@ -35,7 +39,7 @@ def test_pipeline_dir_is_converted_once_then_cached(pipeline_dir: Path, tmp_path
     start = time.perf_counter()
     first = resolve_model(pipeline_dir, cache_dir=cache)
     first_s = time.perf_counter() - start
-    assert first.parent == cache / "mlx-diar/converted" and first.name.endswith("-float32-f1c3")
+    assert first.parent == cache / "mlx-diar/converted" and first.name.endswith(f"-float32-{VERSIONS}")
     config = json.loads((first / "config.json").read_text())
     assert config["source"]["license"] == "cc-by-4.0" and config["source"]["revision"] is None
     assert config["source"]["fingerprint"].startswith(first.name.split("-")[0])
@@ -51,7 +55,7 @@ def test_variants_and_sources_key_the_cache(pipeline_dir: Path, tmp_path: Path) 
     cache = tmp_path / "hf"
     base = resolve_model(pipeline_dir, cache_dir=cache)
     q8 = resolve_model(pipeline_dir, dtype="float16", quantize=8, cache_dir=cache)
-    assert q8 != base and q8.name.endswith("-float16-q8g64-f1c3")
+    assert q8 != base and q8.name.endswith(f"-float16-q8g64-{VERSIONS}")
     assert json.loads((q8 / "config.json").read_text())["quantization"]["bits"] == 8
     (pipeline_dir / "config.yaml").write_text((pipeline_dir / "config.yaml").read_text().replace("0.6", "0.55"))
     changed = resolve_model(pipeline_dir, cache_dir=cache)

@@ -114,23 +114,3 @@ def test_conv1d_on_a_transposed_input() -> None:
     expected = np.array(layer(x))
     assert rel_l2(np.array(kernels.conv1d(layer, x)), expected) <= 1e-6
 
-
-def test_mirrored_sinc_convolution_equals_the_plain_one() -> None:
-    """SincNet's filters are symmetric (cosine) or antisymmetric (sine): folding each frame's mirrored
-    samples first halves the taps and gives the plain convolution's output, in any channel order."""
-    from mlx_diar.cpu import numpy_kernels as nk
-    from mlx_diar.models.sincnet import sinc_filters
-
-    rng = np.random.default_rng(0)
-    filters = sinc_filters(rng.uniform(30, 3000, (40, 1)), rng.uniform(30, 2000, (40, 1)),
-                           np.hamming(251)[:125].astype(np.float32), np.arange(-125, 0, dtype=np.float32) / 16000)
-    weight = filters.transpose(0, 2, 1)  # channels-last (80, 251, 1), as the models hold it
-    x = rng.standard_normal((2, 16000, 1)).astype(np.float32)
-    for order in (np.arange(80), rng.permutation(80)):
-        w = np.ascontiguousarray(weight[order])
-        split = nk.mirror_split(w)
-        assert split is not None and sorted(np.concatenate(split)) == list(range(80))
-        ours, plain = nk.conv1d_mirrored(x, w, split, None, 10), nk.conv1d(x, w, None, 10)
-        assert rel_l2(ours, plain) <= 1e-6
-    assert nk.mirror_split(rng.standard_normal((4, 5, 1)).astype(np.float32)) is None
-    assert nk.mirror_split(weight[:, :250]) is None  # even taps

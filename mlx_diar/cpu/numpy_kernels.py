@@ -121,57 +121,6 @@ def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     return y
 
 
-def mirror_split(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a one-channel weight (O,K,1) with K odd whose every filter is symmetric or antisymmetric
-    (SincNet's sinc filters: cosine filters symmetric, sine filters antisymmetric), the output
-    channels of each kind (symmetric, antisymmetric); None for any other weight."""
-    out_channels, taps, in_channels = weight.shape
-    if in_channels != 1 or taps % 2 == 0:
-        return None
-    w = weight[:, :, 0]
-    symmetric = np.all(w == w[:, ::-1], axis=1)
-    antisymmetric = np.all(w == -w[:, ::-1], axis=1) & ~symmetric
-    if not np.all(symmetric | antisymmetric):
-        return None
-    return np.flatnonzero(symmetric), np.flatnonzero(antisymmetric)
-
-
-def conv1d_mirrored(x: np.ndarray, weight: np.ndarray, split: tuple[np.ndarray, np.ndarray],
-                    bias: np.ndarray | None = None, stride: int = 1) -> np.ndarray:
-    """`conv1d` of one-channel x (B,T,1) with filters that `mirror_split` splits: each frame's
-    mirrored samples are summed (symmetric filters) or subtracted (antisymmetric ones) first, so
-    each GEMM has half the taps: half the multiply-adds of `conv1d` (float32 rounding differs)."""
-    out_channels, taps, _ = weight.shape
-    half = taps // 2
-    symmetric, antisymmetric = split
-    x = np.array(x, F32, order="C")
-    batch, steps, _ = x.shape
-    length = (steps - taps) // stride + 1
-    item = x.itemsize
-    frames = as_strided(x, (batch, length, taps), (steps * item, stride * item, item), writeable=False)
-    w = weight[:, :, 0]
-    w_sym = np.ascontiguousarray(w[symmetric, : half + 1].T)  # (half + 1, S): taps 0..half
-    w_anti = np.ascontiguousarray(w[antisymmetric, :half].T)  # (half, A)
-    y = np.empty((batch, length, out_channels), F32)
-    sums = np.empty((length, half + 1), F32)
-    diffs = np.empty((length, half), F32)
-    in_order = np.array_equal(np.concatenate([symmetric, antisymmetric]), np.arange(out_channels))
-    for b in range(batch):
-        low, high = frames[b, :, :half], frames[b, :, : half:-1]  # high[:, j] = frame tap K-1-j
-        np.add(low, high, out=sums[:, :half])
-        sums[:, half] = frames[b, :, half]
-        np.subtract(low, high, out=diffs)
-        if in_order:
-            np.matmul(sums, w_sym, out=y[b, :, : len(symmetric)])
-            np.matmul(diffs, w_anti, out=y[b, :, len(symmetric):])
-        else:
-            y[b][:, symmetric] = sums @ w_sym
-            y[b][:, antisymmetric] = diffs @ w_anti
-    if bias is not None:
-        y += bias
-    return y
-
-
 def time_mean(x: np.ndarray, block: int = 64) -> np.ndarray:
     """Mean over axis 1 of (B,T,C) in two levels of sums (blocks of `block` steps, then within the
     block), as the MLX `InstanceNorm` does: ~1e-7 of a float64 mean, where one sequential float32

@@ -9,7 +9,6 @@ capture keys are `PyanNet`'s.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,15 +52,8 @@ class NumpyPyanNet:
                                    for s in range(0, waveforms.shape[0], step)])
         return self.head(features, capture)
 
-    @functools.cached_property
-    def sinc_split(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The sinc filters' symmetric and antisymmetric channels (`numpy_kernels.mirror_split`)."""
-        return nk.mirror_split(self.weights["sincnet.conv1d.0.weight"])
-
     def sincnet(self, waveforms: np.ndarray, capture: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """(batch, samples) -> (batch, frames, 60): `SincNet.__call__`, digital silence included.
-        The sinc convolution folds each frame's mirrored samples first where its filters allow
-        (`numpy_kernels.conv1d_mirrored`: half the multiply-adds)."""
+        """(batch, samples) -> (batch, frames, 60): `SincNet.__call__`, digital silence included."""
         w = self.weights
         constant = np.all(waveforms == waveforms[:, :1], axis=1)
         x = nk.instance_norm(waveforms[..., None].copy(), w["sincnet.wav_norm1d.weight"],
@@ -69,11 +61,8 @@ class NumpyPyanNet:
         if capture is not None:
             capture["sincnet.wav_norm1d"] = _torch_layout(x)
         for c in range(3):
-            weight, bias = w[f"sincnet.conv1d.{c}.weight"], w.get(f"sincnet.conv1d.{c}.bias")
-            if c == 0 and self.sinc_split is not None:
-                x = nk.conv1d_mirrored(x, weight, self.sinc_split, bias, self.sincnet_stride)
-            else:
-                x = nk.conv1d(x, weight, bias, self.sincnet_stride if c == 0 else 1)
+            x = nk.conv1d(x, w[f"sincnet.conv1d.{c}.weight"], w.get(f"sincnet.conv1d.{c}.bias"),
+                          self.sincnet_stride if c == 0 else 1)
             if capture is not None:
                 capture[f"sincnet.conv1d.{c}"] = _torch_layout(x)
             if c == 0:

@@ -22,6 +22,7 @@ the cores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import json
 import os
@@ -582,15 +583,27 @@ class DiarizeTask(RecordingTask):
                  hyper_parameters: dict | None = None, exclusive: bool = False,
                  speakers: dict[str, int | None] | None = None, kernels: str = "auto",
                  compute: str = "auto") -> None:
-        self.model, self.device = Path(model), device
+        """`model`: what `mlx_diar.conversion.hub.resolve_model` accepts, resolved (a pyannote
+        pipeline converted) at the first use of `model_dir`: after `run_corpus` has checked the
+        outputs, before any worker starts."""
+        self.source, self.device = model, device
         self.params, self.hyper_parameters = params or {}, hyper_parameters or {}
         self.exclusive, self.speakers = exclusive, speakers or {}
         self.kernels, self.compute = kernels, compute
-        files = [p for p in self.model.glob("*") if p.suffix in (".json", ".safetensors")]
-        self.fingerprint = fingerprint({"task": "diarize", "device": device, "params": self.params,
-                                        "hyper_parameters": self.hyper_parameters, "exclusive": exclusive,
-                                        "speakers": self.speakers, "kernels": kernels, "compute": compute}, files)
         self.pipeline = None
+
+    @functools.cached_property
+    def model_dir(self) -> Path:
+        from mlx_diar.conversion.hub import resolve_model
+
+        return Path(resolve_model(self.source))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        files = [p for p in self.model_dir.glob("*") if p.suffix in (".json", ".safetensors")]
+        return fingerprint({"task": "diarize", "device": self.device, "params": self.params,
+                            "hyper_parameters": self.hyper_parameters, "exclusive": self.exclusive,
+                            "speakers": self.speakers, "kernels": self.kernels, "compute": self.compute}, files)
 
     def outputs(self, entry: CorpusEntry) -> list[str]:
         return [f"{record_name(entry.uri)}.rttm"]
@@ -598,7 +611,7 @@ class DiarizeTask(RecordingTask):
     def setup(self, threads: int | None) -> None:
         from mlx_diar.runtime.pipeline import SpeakerDiarizationPipeline
 
-        self.pipeline = SpeakerDiarizationPipeline(model_path=self.model, device=self.device, params=self.params,
+        self.pipeline = SpeakerDiarizationPipeline(model_path=self.model_dir, device=self.device, params=self.params,
                                                    hyper_parameters=self.hyper_parameters, kernels=self.kernels,
                                                    compute=self.compute)
 

@@ -47,6 +47,7 @@ def fake_diarize(monkeypatch) -> list[str]:
         return RTTM.format(uri=uri)
 
     monkeypatch.setattr("mlx_diar.runtime.pipeline.SpeakerDiarizationPipeline", Pipeline)
+    monkeypatch.setattr("mlx_diar.conversion.hub.resolve_model", lambda source: source)
     monkeypatch.setattr(cli, "diarize_one", diarize_one)
     return calls
 

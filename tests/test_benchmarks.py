@@ -124,7 +124,7 @@ VARIANT_ROWS: list[dict] = []  # printed by conftest.pytest_terminal_summary
 BENCH_VARIANTS = {"float32 exact": ("float32", None, "exact"), "float32 sparse": ("float32", None, "sparse"),
                   "float16 policy": ("float16", None, "exact"), "bfloat16 policy": ("bfloat16", None, "exact"),
                   "8-bit g64": ("float32", 8, "exact")}
-VARIANT_CLIPS = ("sample", "speakrs test.wav")
+VARIANT_CLIPS = ("sample", "speakrs-test")
 VARIANT_ROUNDS = 3
 
 

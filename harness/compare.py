@@ -333,8 +333,15 @@ def machine_info(device: str) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else float("nan")
+    import mlx.core as mx
+
+    from mlx_diar.models.kernels import tf32_products
+
+    tf32 = tf32_products(mx.gpu if device == "gpu" else mx.cpu)
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1),
-            "device": f"mlx {device}", "blas": active_blas()}
+            "device": f"mlx {device}", "blas": active_blas(),
+            "float32_products": (f"TF32 (MLX_ENABLE_TF32={os.environ.get('MLX_ENABLE_TF32')})" if tf32
+                                 else "float32")}
 
 
 

@@ -151,6 +151,8 @@ def _machine_line(machine: dict) -> str:
     if machine.get("device"):
         parts.append(f"MLX {machine['device']}")
     parts.append(f"BLAS {machine.get('blas') or 'unknown'}")
+    if machine.get("float32_products"):
+        parts.append(f"float32 products in {machine['float32_products']}")
     return ", ".join(parts)
 
 
@@ -459,7 +461,8 @@ def report_html(layers: pd.DataFrame, pipeline: pd.DataFrame, timing: pd.DataFra
 def _header_html(meta: dict) -> str:
     machine = meta.get("machine", {})
     checkpoint = meta.get("checkpoint", {})
-    machine_rows = [(k, machine.get(k)) for k in ("platform", "cpu", "cores", "memory_gb", "device", "blas")]
+    machine_rows = [(k, machine.get(k)) for k in ("platform", "cpu", "cores", "memory_gb", "device", "blas",
+                                                        "float32_products")]
     run_rows = [("created", meta.get("created")), ("command", meta.get("command")),
                 ("checkpoint", checkpoint.get("source"))]
     ckpt = pd.DataFrame([{"role": f.get("role"), "path": f.get("path"), "sha256": f.get("sha256"),

@@ -3,7 +3,14 @@
     from mlx_diar import SpeakerDiarizationPipeline, convert_pyannote_model, load_model
 """
 
+import os
 from typing import Any
+
+# float32 means float32: MLX runs float32 matrix products and convolutions in TF32 where the
+# hardware has it (NVIDIA Ampere and later, Apple M5) unless MLX_ENABLE_TF32=0, which cost
+# float32 parity on an H200 (embedding rel L2 4.5e-4 vs pyannote; docs/performance.md). MLX
+# reads it at its first matrix product; a user's own setting is kept (and reported by the harness).
+os.environ.setdefault("MLX_ENABLE_TF32", "0")
 
 from mlx_diar.cpu.blas import preload_blas
 from mlx_diar.cpu.malloc import tune_malloc

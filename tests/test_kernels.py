@@ -6,6 +6,10 @@ The LSTM recurrence on each route is checked against torch in tests/test_segment
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -114,3 +118,19 @@ def test_conv1d_on_a_transposed_input() -> None:
     expected = np.array(layer(x))
     assert rel_l2(np.array(kernels.conv1d(layer, x)), expected) <= 1e-6
 
+
+
+@pytest.mark.parametrize("setting, kept", [(None, "0"), ("1", "1")])
+def test_importing_mlx_diar_turns_tf32_off_unless_told(setting: str | None, kept: str) -> None:
+    """MLX computes float32 products in TF32 by default where the hardware has it; mlx_diar asks for
+    float32 unless the user chose otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "MLX_ENABLE_TF32"}
+    if setting is not None:
+        env["MLX_ENABLE_TF32"] = setting
+    out = subprocess.run([sys.executable, "-c", "import os, mlx_diar; print(os.environ['MLX_ENABLE_TF32'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == kept
+
+
+def test_float32_products_are_float32_on_the_cpu() -> None:
+    assert kernels.tf32_products(mx.cpu) is False

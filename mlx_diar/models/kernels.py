@@ -74,6 +74,16 @@ def constant(make: Callable[..., np.ndarray], *args: Any) -> mx.array:
     return value
 
 
+@lru_cache(maxsize=4)
+def tf32_products(device: mx.Device) -> bool:
+    """Whether float32 matrix products on `device` round their inputs to TF32 (MLX's default on
+    NVIDIA Ampere and later and on Apple M5 unless MLX_ENABLE_TF32=0): measured on one 64x64
+    product of 1 + 2**-12, which TF32's 10-bit mantissa rounds to 1."""
+    with mx.stream(device):
+        product = mx.full((64, 64), 1 + 2**-12, dtype=mx.float32) @ mx.ones((64, 64), dtype=mx.float32)
+        return bool(abs(np.array(product)[0, 0] - 64.0) < 2**-8)
+
+
 def lstm_cell(gates: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
     """(h, c) from the pre-activation gates (..., 4H) in torch's order (i, f, g, o) and the cell state."""
     i, f, g, o = mx.split(gates, 4, axis=-1)

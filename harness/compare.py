@@ -480,9 +480,11 @@ class Session:
 def open_session(checkpoint: str | None, variant_list: list[Variant], device: str, warmup: np.ndarray | None,
                  progress: Progress | None = None, fresh_reference: bool = False, log: Any = None,
                  cache: bool = True, kernels: str = "auto", compute: str = "native") -> Session:
-    """Convert + load every variant, one warm-up run each on `warmup` (excluded; None: none); pyannote is
-    loaded by the first file whose reference run is not cached. Each variant runs on the kernel route
-    `kernels` and computes as `compute` says (native: the numerics the parity gates measure).
+    """Convert + load every variant, one warm-up run each on `warmup`'s first WARMUP_SECONDS (excluded;
+    None: none), all of it on a GPU, where MLX compiles kernels per batch shape at first use (NVRTC on
+    CUDA: 78 s for a first model run on an H200) and a clip's batches miss the full files' shapes;
+    pyannote is loaded by the first file whose reference run is not cached. Each variant runs on the
+    kernel route `kernels` and computes as `compute` says (native: the numerics the parity gates measure).
 
     Every model stays resident during every measured run, so each side's peak RSS includes the other's
     models (pyannote's only when it was loaded: `meta["reference"]` says).
@@ -495,6 +497,7 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
     fixture = checkpoint is None
     resolved = resolve_pipeline(fixture_dir() if fixture else checkpoint)
     fingerprint = source_fingerprint(resolved.root)
+    clip = None if warmup is None else warmup[: int(WARMUP_SECONDS * SAMPLE_RATE)]
     mlx = {}
     for variant in variant_list:
         step(f"converting {variant.name}")
@@ -502,9 +505,9 @@ def open_session(checkpoint: str | None, variant_list: list[Variant], device: st
                                               device=device, params={"embedding_mode": variant.embedding_mode},
                                               kernels=kernels, compute=compute)
         if warmup is not None:
-            pipeline.apply(warmup)
+            pipeline.apply(warmup if device == "gpu" else clip)
         mlx[variant] = pipeline
-    return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, mlx=mlx, warmup=warmup,
+    return Session(resolved=resolved, fixture=fixture, fingerprint=fingerprint, mlx=mlx, warmup=clip,
                    fresh_reference=fresh_reference, log=log, cache=cache)
 
 
@@ -693,10 +696,9 @@ def run_compare(checkpoint: str | None, items: list[AudioItem], variant_list: li
     if at all, before any MLX run is timed."""
     progress = Progress(quiet, total=len(variant_list) * (repeat * len(items) + 1) + len(items) + 1)
     try:
-        clip = items[0].waveform[: int(WARMUP_SECONDS * SAMPLE_RATE)] if warmup else None
-        session = open_session(checkpoint, variant_list, device, clip, progress, fresh_reference,
-                               log=lambda text: print(text, file=sys.stderr, flush=True), kernels=kernels,
-                               compute=compute)
+        session = open_session(checkpoint, variant_list, device, items[0].waveform if warmup else None, progress,
+                               fresh_reference, log=lambda text: print(text, file=sys.stderr, flush=True),
+                               kernels=kernels, compute=compute)
         references = [session.reference(item, layer_items) for item in items]
         results = [compare_recording(item, session, layer_items, progress, repeat, reference)
                    for item, reference in zip(items, references)]
@@ -845,8 +847,10 @@ def report_meta(args, argv: list[str], created: dt.datetime, failures: list[str]
     """The reports' meta: verdict, machine, versions, checkpoint, warm-up and the command."""
     verdict_text = (f"FAIL: {len(failures)} target(s) missed; first: {failures[0]}" if failures else
                     "PASS: every parity target of harness/targets.py is met")
-    warmup = (f"pyannote's bundled sample, first {WARMUP_SECONDS:g} s, once per side and worker" if corpus else
-              f"{WARMUP_SECONDS:g} s of the first file")
+    source = "pyannote's bundled sample" if corpus else "the first file"
+    warmup = f"{source}, first {WARMUP_SECONDS:g} s" + (", all of it for MLX on the GPU" if args.device == "gpu" else "")
+    if corpus:
+        warmup += ", once per side and worker"
     warmup = ("no warm-up run (--no-warmup): every timing includes first-run costs" if args.no_warmup else
               f"1 warm-up run per side ({warmup}) excluded from timings")
     return {
@@ -948,7 +952,7 @@ class CompareTask(RecordingTask):
             import torch
 
             torch.set_num_threads(threads)
-        warmup = load_audio(sample_audio()[0])[: int(WARMUP_SECONDS * SAMPLE_RATE)]  # on this worker's machine
+        warmup = load_audio(sample_audio()[0])  # on this worker's machine
         # no reference cache: a corpus keeps its own resumable records, and an entry per recording (~60 MB
         # with layers) would grow with the corpus
         self.session = open_session(self.checkpoint, self.variant_list, self.device, warmup, cache=False,

@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         status = compare(["--device", args.device, "--kernels", route, "--compute", "native", "--check", "--quiet",
                           "--dtype", args.dtype, "--quantize", str(args.quantize), "--out", str(args.out / route),
                           "--audio", *map(str, audio)])
+        if status not in (0, 1):  # compare said why in one line and wrote no report
+            print(f"error: gpu-check: harness compare --kernels {route} stopped (exit {status})", file=sys.stderr)
+            return status
         verdicts[route] = "PASS" if status == 0 else "FAIL"
     from harness.compare import machine_info
     from mlx_diar.fsutil import atomic_write

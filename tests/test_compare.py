@@ -246,3 +246,25 @@ def test_only_differing_frames_with_a_small_margin_are_ties() -> None:
     reference = np.array([[[0.0, -1.0], [0.0, -targets.SEGMENTATION_TIE_MARGIN / 2], [0.0, -0.5]]], np.float32)
     mine = np.array([[[0.0, -1.0], [-1e-3, 0.0], [-1.0, 0.0]]], np.float32)  # frames 1 and 2 flipped
     np.testing.assert_array_equal(flipped_ties(mine, reference), [[False, True, False]])
+
+
+@pytest.mark.parametrize("device, warmed", [("cpu", int(compare.WARMUP_SECONDS) * 16000), ("gpu", 30 * 16000)])
+def test_the_mlx_warm_up_covers_a_whole_file_on_a_gpu(device: str, warmed: int, monkeypatch) -> None:
+    """A GPU compiles kernels per batch shape at first use, and a 10 s clip's batches miss a whole
+    file's: there the MLX warm-up is the whole first file; pyannote's stays the clip."""
+    from mlx_diar.runtime import pipeline as runtime
+
+    lengths = []
+
+    class Recorder:
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def apply(self, waveform: np.ndarray) -> None:
+            lengths.append(len(waveform))
+
+    monkeypatch.setattr(runtime, "SpeakerDiarizationPipeline", Recorder)
+    monkeypatch.setattr(compare, "converted_model", lambda *args: None)
+    session = compare.open_session(None, [compare.Variant.parse("float32")], device, np.zeros(30 * 16000, np.float32))
+    assert lengths == [warmed]
+    assert len(session.warmup) == int(compare.WARMUP_SECONDS) * 16000

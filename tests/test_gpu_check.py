@@ -48,3 +48,13 @@ def test_no_install_names_the_command(monkeypatch, capsys) -> None:
     monkeypatch.setattr(gpu_check.platform, "system", lambda: "Linux")
     assert gpu_check.main(["--device", "gpu", "--no-install"]) == 2
     assert "pip install mlx[cuda13]==" in capsys.readouterr().err
+
+
+def test_a_bad_input_stops_with_one_line(tmp_path: Path, capsys) -> None:
+    """compare's own error, then one line of gpu-check's: no traceback, no gpu-check.md."""
+    out = tmp_path / "check"
+    assert gpu_check.main(["--device", "cpu", "--audio", str(tmp_path / "missing.wav"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.wav" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: gpu-check: harness compare --kernels auto stopped (exit 2)"
+    assert not (out / "gpu-check.md").exists()

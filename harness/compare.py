@@ -40,7 +40,7 @@ from mlx_diar.runtime.corpus import CorpusEntry
 from mlx_diar.errors import ArgumentParser, MlxDiarError, OptionError, bounded_number, warnings_as_lines
 from mlx_diar.runtime.executor import RecordingTask, fingerprint, record_name
 from mlx_diar.fsutil import writable_dir
-from mlx_diar.runtime.pipeline import EMBEDDING_MODES, STAGES
+from mlx_diar.runtime.pipeline import COMPUTE, EMBEDDING_MODES, KERNELS, STAGES
 from mlx_diar.conversion.variant import Variant as ConversionVariant
 from mlx_diar.provenance import package_versions
 
@@ -789,10 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sensitivity", action="store_true",
                         help="also map each block's precision sensitivity (slow: ~70 pipeline runs per file)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--kernels", choices=("auto", "mlx"), default="auto",
+    parser.add_argument("--kernels", choices=KERNELS, default="auto",
                         help="MLX kernel route: auto (CPU accelerations where they apply) or mlx (the MLX layers "
                              "only, as a GPU runs them)")
-    parser.add_argument("--compute", choices=("native", "float32", "auto"), default="native",
+    parser.add_argument("--compute", choices=COMPUTE, default="native",
                         help="how reduced and quantized variants compute: native (default: their own numerics, "
                              "what a GPU computes and what the targets gate), float32 (weights expanded at load) "
                              "or auto (diarize's default: float32 on the CPU)")

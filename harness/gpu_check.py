@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 
 from mlx_diar.errors import MlxDiarError
+from mlx_diar.models.kernels import ROUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CLIPS = (ROOT / "tests" / "data" / "speakrs" / "test.wav", ROOT / "tests" / "data" / "speakrs" / "test_short.wav")
-ROUTES = ("auto", "mlx")
 STAGES = ("segmentation", "embeddings", "total")
 CUDA13_DRIVER = 580  # MLX's CUDA 13 build needs an NVIDIA driver >= 580; below, its CUDA 12 build
 

@@ -299,19 +299,20 @@ def sync_report(kernels: str, seconds: float | None = None, segmentation_batch: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mlx_diar.models import kernels
+
     parser = ArgumentParser(prog="python -m harness profile", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8, help="10 s chunks per batch (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best is kept (default 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch intra-op threads (default: all cores, as MLX/OpenBLAS use)")
     parser.add_argument("--models", choices=("segmentation", "embedding", "both"), default="both")
-    parser.add_argument("--kernels", choices=("auto", "mlx"), default="auto",
+    parser.add_argument("--kernels", choices=kernels.ROUTES, default="auto",
                         help="kernel route of the MLX side (mlx: the MLX layers only, as a GPU runs them)")
     parser.add_argument("--syncs", action="store_true",
                         help="also count the host synchronisations per batch of the pipeline's neural stages")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    from mlx_diar.models import kernels
 
     with kernels.route(args.kernels):
         report = run(args.batch, args.rounds, args.threads, args.models)

@@ -462,7 +462,7 @@ def _header_html(meta: dict) -> str:
     machine = meta.get("machine", {})
     checkpoint = meta.get("checkpoint", {})
     machine_rows = [(k, machine.get(k)) for k in ("platform", "cpu", "cores", "memory_gb", "device", "blas",
-                                                        "float32_products")]
+                                                  "float32_products")]
     run_rows = [("created", meta.get("created")), ("command", meta.get("command")),
                 ("checkpoint", checkpoint.get("source"))]
     ckpt = pd.DataFrame([{"role": f.get("role"), "path": f.get("path"), "sha256": f.get("sha256"),

@@ -134,3 +134,20 @@ def test_importing_mlx_diar_turns_tf32_off_unless_told(setting: str | None, kept
 
 def test_float32_products_are_float32_on_the_cpu() -> None:
     assert kernels.tf32_products(mx.cpu) is False
+
+
+@pytest.mark.parametrize("flag, choices", [("--kernels", "KERNELS"), ("--compute", "COMPUTE")])
+def test_diarize_offers_the_pipelines_choices(flag: str, choices: str) -> None:
+    """`diarize` spells its choices out (it imports no MLX to parse its arguments): they must stay the
+    pipeline's own, in one line when refused."""
+    import re
+
+    from mlx_diar.runtime import pipeline
+
+    proc = subprocess.run([sys.executable, "-m", "mlx_diar", "diarize", "x.wav", flag, "bogus"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "\n" not in err
+    offered = re.search(r"choose from (.*?)\)", err).group(1)
+    assert set(re.findall(r"\w+", offered)) == set(getattr(pipeline, choices))
